@@ -1,0 +1,190 @@
+"""The GenerationJob contract: spec and status models, phases and reasons.
+
+These pydantic models are the one source of truth for the schema: `genjob.crd` turns
+them into the CRD's OpenAPI schema (plus CEL rules), the gateway validates requests with
+them, and workers read jobs back through them. Field names are camelCase on the wire.
+Limits that depend on the job's tier are checked by `check_against_tier`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from genjob.errors import InvalidSpecError
+from genjob.tiers import TIER_NAME_PATTERN, TierConfig
+
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**32 - 1
+MAX_INIT_IMAGE_CHARS = 1024 * 1024  # inline data URIs must fit a Kubernetes object (etcd caps at 1.5 MiB)
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+TENANT_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+
+
+class Reason(StrEnum):
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    OUT_OF_MEMORY = "OutOfMemory"
+    TIMEOUT = "Timeout"
+    WORKER_LOST = "WorkerLost"
+    PREEMPTED = "Preempted"
+    CANCELLED = "Cancelled"
+    GENERATION_ERROR = "GenerationError"
+    COMPLETED = "Completed"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase dict as stored in the CR and sent over the API (unset optionals omitted)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class GenerationJobSpec(_Wire):
+    """What to generate. Tier-independent limits live here; tier limits in `check_against_tier`."""
+
+    tier: str = Field(..., pattern=TIER_NAME_PATTERN, description="Tier (queue and worker pool) of the job.")
+    model: str | None = Field(
+        None, pattern=MODEL_NAME_PATTERN, description="Model name; the configured default model when absent."
+    )
+    prompt: str = Field(..., min_length=1, max_length=MAX_PROMPT_CHARS, description="Text prompt.")
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="What to steer away from.")
+    width: int = Field(512, ge=64, le=4096, multiple_of=8, description="Image width, a multiple of 8.")
+    height: int = Field(512, ge=64, le=4096, multiple_of=8, description="Image height, a multiple of 8.")
+    steps: int = Field(30, ge=1, le=500, description="Denoising steps.")
+    guidance_scale: float = Field(7.5, ge=0, le=50, description="Classifier-free guidance scale.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Random seed; generated and recorded in status when absent."
+    )
+    num_images: int = Field(1, ge=1, le=16, description="Images to generate.")
+    init_image: str | None = Field(
+        None,
+        max_length=MAX_INIT_IMAGE_CHARS,
+        description="img2img source: a result URI, an allowed https URL, or a data:image/png;base64 URI.",
+    )
+    strength: float | None = Field(
+        None, ge=0, le=1, description="img2img strength (0 keeps the init image); needs initImage."
+    )
+    allow_downscale: bool = Field(
+        False, description="On GPU out-of-memory, retry once at a reduced resolution instead of failing."
+    )
+    timeout_seconds: int = Field(600, ge=1, le=86400, description="Deadline for one attempt once running.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts before the job fails (WorkerLost etc.).")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the job this long after it finishes; operator default when absent."
+    )
+    priority: int = Field(0, ge=0, le=9, description="Priority within the tier; higher runs first.")
+    owner: str | None = Field(
+        None, pattern=TENANT_PATTERN, description="Tenant; wins over the namespace's tenant label."
+    )
+
+    @model_validator(mode="after")
+    def _strength_needs_init_image(self) -> GenerationJobSpec:
+        if self.strength is not None and self.init_image is None:
+            raise ValueError("strength is only valid together with initImage")
+        return self
+
+    def effective_model(self, default_model: str) -> str:
+        return self.model or default_model
+
+
+# CEL rules the API server enforces on spec; kept beside the model so both change together.
+SPEC_CEL_RULES: list[dict[str, str]] = [
+    {
+        "rule": "!has(self.strength) || has(self.initImage)",
+        "message": "spec.strength is only valid together with spec.initImage",
+        "fieldPath": ".strength",
+    },
+    {
+        "rule": "self.width * self.height <= 4194304",
+        "message": "spec.width x spec.height must be at most 4 megapixels (e.g. 2048x2048)",
+    },
+]
+
+
+def check_against_tier(spec: GenerationJobSpec, tier_name: str, tier: TierConfig) -> None:
+    """Raise InvalidSpecError naming every field that exceeds the tier's limits."""
+    limits = tier.limits
+    problems = []
+    if spec.width > limits.max_width:
+        problems.append(f"width {spec.width} exceeds the {tier_name} tier maximum {limits.max_width}")
+    if spec.height > limits.max_height:
+        problems.append(f"height {spec.height} exceeds the {tier_name} tier maximum {limits.max_height}")
+    if spec.steps > limits.max_steps:
+        problems.append(f"steps {spec.steps} exceeds the {tier_name} tier maximum {limits.max_steps}")
+    if spec.num_images > limits.max_images:
+        problems.append(
+            f"numImages {spec.num_images} exceeds the {tier_name} tier maximum {limits.max_images}"
+        )
+    if problems:
+        raise InvalidSpecError("; ".join(problems) + ". Lower the values or use a higher tier.")
+
+
+class Progress(_Wire):
+    step: int = Field(0, ge=0)
+    total: int = Field(0, ge=0)
+
+
+class ImageResult(_Wire):
+    uri: str
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(..., ge=0)
+    width: int
+    height: int
+
+
+class JobResult(_Wire):
+    images: list[ImageResult] = Field(default_factory=list)
+    seed: int = Field(..., ge=0, le=MAX_SEED, description="Seed used for the first image (+i for image i).")
+    model: str
+    downscaled: bool = Field(False, description="True when the OOM retry ran at a reduced resolution.")
+
+
+class Usage(_Wire):
+    gpu_seconds: float = Field(0.0, ge=0, description="Pipeline time across attempts.")
+
+
+class Condition(_Wire):
+    type: str
+    status: str = Field(..., pattern=r"^(True|False|Unknown)$")
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+
+
+class GenerationJobStatus(_Wire):
+    """What the operator reports; every field optional so partial patches validate."""
+
+    phase: Phase | None = None
+    reason: Reason | None = None
+    message: str | None = None
+    attempts: int | None = Field(None, ge=0)
+    queued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    worker: str | None = None
+    model: str | None = None
+    progress: Progress | None = None
+    progress_text: str | None = Field(None, description="step/total, for the printer column.")
+    result: JobResult | None = None
+    usage: Usage | None = None
+    conditions: list[Condition] | None = None
+    observed_generation: int | None = None

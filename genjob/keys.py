@@ -1,0 +1,84 @@
+"""Every Redis key name genjob uses, in one place, all under one configurable prefix.
+
+Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
+
+| key | type | holds |
+| --- | --- | --- |
+| `{p}:job:{id}` | hash | the job record: spec, state, attempts, lease, result |
+| `{p}:pending:{tier}` | list | ids ready to run, claimed from the head (KEDA: list length) |
+| `{p}:inflight:{tier}` | sorted set | ids being run, scored by lease deadline (KEDA: ZCARD) |
+| `{p}:queued-at:{tier}` | sorted set | pending ids scored by enqueue time (oldest pending age) |
+| `{p}:delayed:{tier}` | sorted set | ids waiting for a retry, scored by due time |
+| `{p}:wake:{tier}` | list | wake-up tokens idle workers block on (one per enqueue) |
+| `{p}:dead:{tier}` | list | dead-lettered ids, newest first |
+| `{p}:events` | stream | every state change and progress report |
+| `{p}:workers` | sorted set | worker ids scored by last heartbeat |
+| `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
+| `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
+
+The KEDA ScaledObjects of the Helm chart read `pending` and `inflight` by these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS_CONSUMER_GROUP = "genjob-operator"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Builds key names for one prefix."""
+
+    prefix: str = "genjob"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    @property
+    def job_prefix(self) -> str:
+        """`job(id) == job_prefix + id`; Lua scripts build job keys from it."""
+        return f"{self.prefix}:job:"
+
+    def pending(self, tier: str) -> str:
+        return f"{self.prefix}:pending:{tier}"
+
+    def inflight(self, tier: str) -> str:
+        return f"{self.prefix}:inflight:{tier}"
+
+    def queued_at(self, tier: str) -> str:
+        return f"{self.prefix}:queued-at:{tier}"
+
+    def delayed(self, tier: str) -> str:
+        return f"{self.prefix}:delayed:{tier}"
+
+    def wake(self, tier: str) -> str:
+        return f"{self.prefix}:wake:{tier}"
+
+    def dead(self, tier: str) -> str:
+        return f"{self.prefix}:dead:{tier}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def rate_limit(self, key_id: str, window: int) -> str:
+        return f"{self.prefix}:ratelimit:{key_id}:{window}"
+
+    def idempotency(self, key_id: str, idempotency_key: str) -> str:
+        return f"{self.prefix}:idem:{key_id}:{idempotency_key}"
+
+    def tier_keys(self, tier: str) -> list[str]:
+        """The per-tier keys, in the order the Lua scripts expect them."""
+        return [
+            self.pending(tier),
+            self.inflight(tier),
+            self.queued_at(tier),
+            self.delayed(tier),
+            self.wake(tier),
+            self.dead(tier),
+        ]

@@ -1,0 +1,34 @@
+"""The Redis queue protocol: enqueue, claim with leases, heartbeat, finish, reap, dead letters, events."""
+
+from genjob.queue.core import JobQueue
+from genjob.queue.events import EventReader, EventType, JobEvent, read_history
+from genjob.queue.records import (
+    CancelOutcome,
+    ClaimedJob,
+    EnqueueResult,
+    FinishResult,
+    JobRecord,
+    JobState,
+    NewJob,
+    ReapResult,
+    TierStats,
+    Touch,
+)
+
+__all__ = [
+    "CancelOutcome",
+    "ClaimedJob",
+    "EnqueueResult",
+    "EventReader",
+    "EventType",
+    "FinishResult",
+    "JobEvent",
+    "JobQueue",
+    "JobRecord",
+    "JobState",
+    "NewJob",
+    "ReapResult",
+    "TierStats",
+    "Touch",
+    "read_history",
+]

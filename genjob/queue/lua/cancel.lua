@@ -1,0 +1,24 @@
+-- Cancel a job by id: a waiting job leaves its queue now; a running one gets a flag its
+-- worker sees at the next step (the worker then finishes it as 'cancelled').
+-- KEYS: 1 job hash, 2 pending list, 3 queued-at zset, 4 delayed zset, 5 events stream
+-- ARGV: 1 job id, 2 message, 3 retention s, 4 events maxlen
+-- Returns {1, 'cancelled'|'cancel_requested'} or {0, 'not_found'|<final state>}.
+local f = redis.call('HMGET', KEYS[1], 'state', 'tier', 'meta')
+local state = f[1]
+if not state then return {0, 'not_found'} end
+local now = now_ms()
+if state == 'queued' or state == 'delayed' then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'reason', 'Cancelled', 'message', ARGV[2], 'finished_at', now)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  emit(KEYS[5], ARGV[4], 'cancelled', ARGV[1], f[2], now, {'reason', 'Cancelled', 'meta', f[3] or ''})
+  return {1, 'cancelled'}
+end
+if state == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', 1)
+  emit(KEYS[5], ARGV[4], 'cancel_requested', ARGV[1], f[2], now, {'meta', f[3] or ''})
+  return {1, 'cancel_requested'}
+end
+return {0, state}

@@ -1,0 +1,36 @@
+"""Loads the Lua scripts of the queue protocol (each with the shared prelude) and registers them.
+
+Every state change is one script, so it is atomic and costs one Redis round trip.
+The key layout each script expects is documented in its header (genjob/queue/lua/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+SCRIPT_NAMES = ("enqueue", "claim", "touch", "finish", "requeue", "cancel", "reap", "redrive")
+
+
+def _source(name: str) -> str:
+    lua = resources.files("genjob.queue") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class QueueScripts:
+    enqueue: Script
+    claim: Script
+    touch: Script
+    finish: Script
+    requeue: Script
+    cancel: Script
+    reap: Script
+    redrive: Script
+
+    @classmethod
+    def register(cls, client: redis.Redis) -> QueueScripts:
+        return cls(**{name: client.register_script(_source(name)) for name in SCRIPT_NAMES})

@@ -1,0 +1,1 @@
+"""genjob_operator package."""
