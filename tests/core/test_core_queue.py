@@ -282,11 +282,10 @@ def test_redrive_sends_a_dead_letter_back_with_attempts_reset(job_queue: JobQueu
 
 
 def test_stats_report_counts_and_oldest_age(job_queue: JobQueue) -> None:
-    job_queue.enqueue(job("a"))
-    time.sleep(0.05)
-    job_queue.enqueue(job("b"))
-    job_queue.enqueue(job("c"))
+    for name in "abc":
+        job_queue.enqueue(job(name))
     job_queue.claim(["free"], "w")
+    time.sleep(0.05)  # the oldest pending job ("b") has now waited at least this long
     (free,) = job_queue.stats(["free"])
     assert (free.pending, free.inflight, free.delayed, free.dead) == (2, 1, 0, 0)
     assert free.oldest_pending_age_seconds > 0

@@ -1,0 +1,19 @@
+# Cluster test tier targets (issue 4). Included from the top-level Makefile:
+#   include hack/cluster/cluster.mk
+# PYTHON may be set by the including Makefile; default to the project venv.
+CLUSTER_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+CLUSTER_STATE_DIR ?= .cluster
+
+.PHONY: tools cluster-up cluster-down cluster-status
+
+tools: ## build (or reuse from ~/.cache/genjob/tools) etcd, Kubernetes, kwok and helm binaries
+	bash hack/cluster/build-tools.sh
+
+cluster-up: tools ## start a local control plane; writes $(CLUSTER_STATE_DIR)/kubeconfig
+	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) up
+
+cluster-down: ## stop the control plane started by cluster-up
+	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) down
+
+cluster-status: ## show which control-plane processes are running
+	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) status
