@@ -81,7 +81,11 @@ class GenerationJobSpec(_Wire):
         description="img2img source: a result URI, an allowed https URL, or a data:image/png;base64 URI.",
     )
     strength: float | None = Field(
-        None, ge=0, le=1, description="img2img strength (0 keeps the init image); needs initImage."
+        None,
+        gt=0,
+        le=1,
+        description="img2img strength: near 0 keeps the init image, 1 ignores it; needs initImage "
+        "and steps x strength >= 1.",
     )
     allow_downscale: bool = Field(
         False, description="On GPU out-of-memory, retry once at a reduced resolution instead of failing."
@@ -100,6 +104,11 @@ class GenerationJobSpec(_Wire):
     def _strength_needs_init_image(self) -> GenerationJobSpec:
         if self.strength is not None and self.init_image is None:
             raise ValueError("strength is only valid together with initImage")
+        if self.strength is not None and self.steps * self.strength < 1:
+            raise ValueError(
+                f"steps x strength must be at least 1 (img2img runs that many steps); "
+                f"got {self.steps} x {self.strength}: raise steps or strength"
+            )
         return self
 
     def effective_model(self, default_model: str) -> str:
@@ -111,6 +120,11 @@ SPEC_CEL_RULES: list[dict[str, str]] = [
     {
         "rule": "!has(self.strength) || has(self.initImage)",
         "message": "spec.strength is only valid together with spec.initImage",
+        "fieldPath": ".strength",
+    },
+    {
+        "rule": "!has(self.strength) || double(self.steps) * self.strength >= 1.0",
+        "message": "spec.steps x spec.strength must be at least 1 (img2img runs that many steps)",
         "fieldPath": ".strength",
     },
     {

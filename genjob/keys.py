@@ -15,6 +15,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:workers` | sorted set | worker ids scored by last heartbeat |
 | `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
+| `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
 
 The KEDA ScaledObjects of the Helm chart read `pending` and `inflight` by these names.
 """
@@ -71,6 +72,10 @@ class RedisKeys:
 
     def idempotency(self, key_id: str, idempotency_key: str) -> str:
         return f"{self.prefix}:idem:{key_id}:{idempotency_key}"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """Gateway (local mode): the job ids a tenant created, scored by creation time in ms."""
+        return f"{self.prefix}:tenant-jobs:{tenant}"
 
     def tier_keys(self, tier: str) -> list[str]:
         """The per-tier keys, in the order the Lua scripts expect them."""

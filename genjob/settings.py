@@ -42,7 +42,9 @@ class RedisSettings(_Section):
 class QueueSettings(_Section):
     """Queue protocol timings shared by workers, operator and gateway."""
 
-    lease_seconds: float = Field(30.0, ge=0.1, le=3600, description="Lease a claim holds without a heartbeat.")
+    lease_seconds: float = Field(
+        30.0, ge=0.1, le=3600, description="Lease a claim holds without a heartbeat."
+    )
     retry_backoff_base_seconds: float = Field(
         2.0, ge=0, description="First retry delay; doubles each attempt."
     )

@@ -44,7 +44,13 @@ def test_schema_is_structural_and_covers_every_spec_field() -> None:
     assert spec["properties"]["width"]["multipleOf"] == 8
     assert spec["x-kubernetes-validations"][0]["rule"] == "!has(self.strength) || has(self.initImage)"
     assert version["subresources"] == {"status": {}}
-    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Tier", "Phase", "Progress", "Model", "Age"}
+    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {
+        "Tier",
+        "Phase",
+        "Progress",
+        "Model",
+        "Age",
+    }
     assert crd["spec"]["names"]["shortNames"] == ["gj"]
 
 

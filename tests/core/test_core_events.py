@@ -8,7 +8,9 @@ from genjob.keys import RedisKeys
 from genjob.queue import EventReader, JobQueue, NewJob
 
 
-def test_a_restarted_reader_rereads_unacknowledged_events(job_queue: JobQueue, redis_client: redis.Redis) -> None:
+def test_a_restarted_reader_rereads_unacknowledged_events(
+    job_queue: JobQueue, redis_client: redis.Redis
+) -> None:
     keys = RedisKeys("t")
     reader = EventReader(redis_client, keys, consumer="op-1")
     for i in range(3):
@@ -26,7 +28,9 @@ def test_a_restarted_reader_rereads_unacknowledged_events(job_queue: JobQueue, r
     assert restarted.read(count=10, block_ms=50) == []
 
 
-def test_events_sent_while_no_reader_runs_are_delivered(job_queue: JobQueue, redis_client: redis.Redis) -> None:
+def test_events_sent_while_no_reader_runs_are_delivered(
+    job_queue: JobQueue, redis_client: redis.Redis
+) -> None:
     keys = RedisKeys("t")
     EventReader(redis_client, keys, consumer="op-1")  # creates the group
     job_queue.enqueue(NewJob("while-down", "free", {}))

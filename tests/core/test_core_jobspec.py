@@ -50,6 +50,10 @@ def test_strength_needs_an_init_image() -> None:
     with pytest.raises(ValidationError, match="strength is only valid together with initImage"):
         spec(strength=0.5)
     assert spec(strength=0.5, initImage="data:image/png;base64,AAAA").strength == 0.5
+    with pytest.raises(ValidationError, match="steps x strength must be at least 1"):
+        spec(strength=0.1, steps=5, initImage="data:image/png;base64,AAAA")
+    with pytest.raises(ValidationError, match="greater than 0"):
+        spec(strength=0, initImage="data:image/png;base64,AAAA")
 
 
 def test_tier_limits_are_enforced_with_every_problem_named() -> None:
@@ -68,7 +72,9 @@ def test_admission_resolves_the_default_model_and_rejects_unknown_ones() -> None
 
 
 def test_admission_rejects_unknown_tiers_and_disallowed_tenants() -> None:
-    settings = GenjobSettings(tiers={"free": TierConfig(allowed_tenants=["acme"])}, worker={"tiers": ["free"]})
+    settings = GenjobSettings(
+        tiers={"free": TierConfig(allowed_tenants=["acme"])}, worker={"tiers": ["free"]}
+    )
     assert admit(spec(), "acme", settings).tier == "free"
     with pytest.raises(TenantNotAllowedError, match="tenant 'other' may not use tier 'free'"):
         admit(spec(), "other", settings)

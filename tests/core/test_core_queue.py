@@ -19,7 +19,9 @@ def job(job_id: str, tier: str = "free", **kw: object) -> NewJob:
 
 
 def short_lease_queue(client: redis.Redis, lease: float = 0.2) -> JobQueue:
-    settings = QueueSettings(lease_seconds=lease, retry_backoff_base_seconds=0.05, retry_backoff_max_seconds=0.1)
+    settings = QueueSettings(
+        lease_seconds=lease, retry_backoff_base_seconds=0.05, retry_backoff_max_seconds=0.1
+    )
     return JobQueue(client, RedisKeys("t"), ["pro", "free"], settings)
 
 
@@ -60,7 +62,9 @@ def test_unknown_tier_and_bad_numbers_are_refused(job_queue: JobQueue) -> None:
         job_queue.claim(["nope"], "w")
 
 
-def test_pending_is_a_list_and_inflight_a_sorted_set_for_keda(job_queue: JobQueue, redis_client: redis.Redis) -> None:
+def test_pending_is_a_list_and_inflight_a_sorted_set_for_keda(
+    job_queue: JobQueue, redis_client: redis.Redis
+) -> None:
     """KEDA's redis scaler reads LLEN of pending and ZCARD of in-flight: the types are a contract."""
     job_queue.enqueue(job("a"))
     job_queue.enqueue(job("b"))

@@ -76,8 +76,10 @@ def test_sigkilled_consumers_lose_no_job(redis_server: RedisServer, redis_client
     states = Counter(r.state for r in records if r is not None)
     runs = Counter(entry.split(":")[0] for entry in redis_client.lrange("fault:runs", 0, -1))
     duplicates = {job_id: n for job_id, n in runs.items() if n > 1}
-    print(f"jobs={JOBS} kills={kills} consumers_spawned={spawned} states={dict(states)} "
-          f"jobs_run_more_than_once={len(duplicates)} extra_runs={sum(n - 1 for n in duplicates.values())}")
+    print(
+        f"jobs={JOBS} kills={kills} consumers_spawned={spawned} states={dict(states)} "
+        f"jobs_run_more_than_once={len(duplicates)} extra_runs={sum(n - 1 for n in duplicates.values())}"
+    )
 
     assert None not in records
     assert states == Counter({JobState.SUCCEEDED: JOBS}), "every job ends succeeded, none lost or stuck"
@@ -85,7 +87,9 @@ def test_sigkilled_consumers_lose_no_job(redis_server: RedisServer, redis_client
     for record in records:
         assert record is not None
         # Each extra run needs a reaped lease (attempts counts reaps): no duplicate without an expiry.
-        assert runs[record.id] - 1 <= record.attempts, f"{record.id} ran {runs[record.id]}x, {record.attempts} reaps"
+        assert runs[record.id] - 1 <= record.attempts, (
+            f"{record.id} ran {runs[record.id]}x, {record.attempts} reaps"
+        )
         # The result is the latest claim's: a reaped holder never overwrote it.
         assert record.result is not None and record.result["lease"] == str(record.attempts + 1)
     stats = queue.stats(["free"])[0]

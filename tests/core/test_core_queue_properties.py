@@ -86,8 +86,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.queue.cancel(job_id)
         record = self.queue.get(job_id)
         if record is not None and record.state == JobState.RUNNING and job_id in self.held:
-            if self.queue.heartbeat(self.held[job_id], "w").cancel_requested:
-                assert self.queue.acknowledge_cancel(self.held.pop(job_id)).applied
+            assert self.queue.heartbeat(self.held[job_id], "w").cancel_requested
+            assert self.queue.acknowledge_cancel(self.held.pop(job_id)).applied
 
     @rule()
     def promote_retries(self) -> None:

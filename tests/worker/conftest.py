@@ -1,0 +1,52 @@
+"""Worker test fixtures: tiny random-weight SD and SDXL models built once per session.
+
+The models are built with `build_tiny_pipeline`, saved as safetensors and loaded back by
+`ModelRegistry` through diffusers' `from_pretrained`, exactly like a real model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from genjob.jobspec import GenerationJobSpec
+from genjob.settings import ModelConfig
+from genjob_worker.models import ModelRegistry
+from genjob_worker.tiny_model import build_tiny_pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {kind: build_tiny_pipeline(root / kind, kind) for kind in ("sd", "sdxl")}
+
+
+@pytest.fixture(scope="session")
+def model_configs(tiny_model_dirs: dict[str, Path]) -> dict[str, ModelConfig]:
+    return {
+        "tiny": ModelConfig(source=str(tiny_model_dirs["sd"]), kind="sd", memory_class="tiny"),
+        "tiny-xl": ModelConfig(source=str(tiny_model_dirs["sdxl"]), kind="sdxl", memory_class="tiny"),
+    }
+
+
+@pytest.fixture(scope="session")
+def registry(model_configs: dict[str, ModelConfig]) -> ModelRegistry:
+    """One registry for the session so each tiny model loads once (CPU, float32)."""
+    return ModelRegistry(model_configs, device="cpu", max_loaded=2)
+
+
+SpecFactory = Callable[..., GenerationJobSpec]
+
+
+@pytest.fixture
+def make_spec() -> SpecFactory:
+    """Build small, fast specs (64x64, 2 steps) with field overrides."""
+
+    def make(**overrides: object) -> GenerationJobSpec:
+        fields: dict[str, object] = {"tier": "free", "prompt": "a red bicycle", "width": 64, "height": 64}
+        fields.update({"steps": 2, **overrides})
+        return GenerationJobSpec(**fields)  # type: ignore[arg-type]
+
+    return make

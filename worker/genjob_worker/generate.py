@@ -1,0 +1,198 @@
+"""Run one job (or a batch of compatible jobs) through a diffusers pipeline.
+
+Seeds: image i of a job uses its own `torch.Generator` seeded `seed + i`, created on
+the CPU (diffusers draws the initial noise there and moves it to the device), so image
+i is reproducible on its own and across CPU and GPU workers. `choose_seed` picks the
+seed when the spec has none; the caller records it in the job's result.
+
+Steps: `on_step(step, total)` is called after every denoising step through diffusers'
+`callback_on_step_end`. It may raise (usually `StopGeneration(reason)` for cancellation,
+deadline or preemption); the exception leaves the pipeline call unchanged and the
+pipeline stays usable for the next job.
+
+Batching: `run_batch` runs several compatible txt2img specs (same `batch_key`) as ONE
+pipeline call with a list of prompts and a list of generators, then splits the images
+back per job; the images equal those of running each job alone with the same seed (up to
+floating-point noise).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from genjob.errors import GenjobError, InvalidSpecError
+from genjob.jobspec import MAX_SEED, GenerationJobSpec, Reason
+
+DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
+
+StepCallback = Callable[[int, int], None]
+
+
+class StopGeneration(GenjobError):
+    """Raised by an `on_step` callback to stop a generation at a step boundary."""
+
+    def __init__(self, reason: Reason | str, message: str = "") -> None:
+        self.reason = Reason(reason)
+        super().__init__(message or f"generation stopped: {self.reason.value}")
+
+
+class PipelineProvider(Protocol):
+    """What `run_generation` needs from the model registry."""
+
+    def get(self, name: str) -> Any: ...
+
+    def get_img2img(self, name: str) -> Any: ...
+
+
+@dataclass
+class GenerationOutput:
+    """The images of one job and how they were made."""
+
+    images: list[Image.Image]
+    seed: int
+    width: int
+    height: int
+    pipeline_seconds: float
+    downscaled: bool = False
+
+
+def choose_seed(spec: GenerationJobSpec) -> int:
+    """The spec's seed, or a random one that leaves room for `seed + i` within MAX_SEED."""
+    if spec.seed is not None:
+        return spec.seed
+    return secrets.randbelow(MAX_SEED - 16 + 1)
+
+
+def generators(seed: int, count: int, device: str = "cpu") -> list[torch.Generator]:
+    """One generator per image, seeded seed, seed+1, ..."""
+    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(count)]
+
+
+def _step_callback(on_step: StepCallback) -> Callable[..., dict[str, Any]]:
+    def callback(
+        pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        on_step(step_index + 1, int(getattr(pipe, "num_timesteps", 0) or 0))
+        return callback_kwargs
+
+    return callback
+
+
+def run_generation(
+    pipe_provider: PipelineProvider,
+    spec: GenerationJobSpec,
+    *,
+    model_name: str,
+    seed: int,
+    on_step: StepCallback = lambda step, total: None,
+    device: str = "cpu",
+    init_image: Image.Image | None = None,
+    size: tuple[int, int] | None = None,
+) -> GenerationOutput:
+    """Generate the images of `spec` (img2img when `init_image` is given) at `size` or the spec's size.
+
+    `device` is where the random generators live; keep "cpu" for seeds that reproduce
+    across machines. `init_image` is the resolved image (see `init_image.py`).
+    """
+    width, height = size or (spec.width, spec.height)
+    kwargs: dict[str, Any] = {
+        "prompt": spec.prompt,
+        "negative_prompt": spec.negative_prompt or None,
+        "num_inference_steps": spec.steps,
+        "guidance_scale": spec.guidance_scale,
+        "num_images_per_prompt": spec.num_images,
+        "generator": generators(seed, spec.num_images, device),
+        "callback_on_step_end": _step_callback(on_step),
+    }
+    if init_image is not None:
+        strength = DEFAULT_STRENGTH if spec.strength is None else spec.strength
+        if int(spec.steps * strength) < 1:
+            raise InvalidSpecError(
+                f"strength {strength} x steps {spec.steps} leaves no denoising step; raise strength or steps"
+            )
+        pipe = pipe_provider.get_img2img(model_name)
+        if init_image.size != (width, height):
+            init_image = init_image.resize((width, height), Image.Resampling.LANCZOS)
+        kwargs.update(image=init_image, strength=strength)
+    else:
+        pipe = pipe_provider.get(model_name)
+        kwargs.update(width=width, height=height)
+    started = time.perf_counter()
+    images = pipe(**kwargs).images
+    elapsed = time.perf_counter() - started
+    return GenerationOutput(
+        images=list(images), seed=seed, width=width, height=height, pipeline_seconds=elapsed
+    )
+
+
+def batch_key(spec: GenerationJobSpec, model_name: str) -> tuple[Any, ...] | None:
+    """Specs with equal keys can share one pipeline call; None when a spec cannot be batched (img2img).
+
+    Whether a negative prompt is set is part of the key: SDXL treats "no negative prompt"
+    (zero embeddings) differently from an empty one, so the two never share a call.
+    """
+    if spec.init_image is not None:
+        return None
+    return (model_name, spec.width, spec.height, spec.steps, spec.guidance_scale, bool(spec.negative_prompt))
+
+
+def run_batch(
+    pipe_provider: PipelineProvider,
+    specs: Sequence[GenerationJobSpec],
+    *,
+    model_name: str,
+    seeds: Sequence[int],
+    on_step: StepCallback = lambda step, total: None,
+    device: str = "cpu",
+) -> list[GenerationOutput]:
+    """Run compatible txt2img specs as one pipeline call; one output per spec, in order.
+
+    Each spec's pipeline_seconds is its share (by image count) of the call's time. A raising
+    `on_step` stops the whole batch.
+    """
+    if len(specs) != len(seeds) or not specs:
+        raise ValueError("run_batch needs one seed per spec and at least one spec")
+    keys = {batch_key(spec, model_name) for spec in specs}
+    if None in keys or len(keys) != 1:
+        raise ValueError(f"specs are not batch-compatible: {sorted(map(str, keys))}")
+    first = specs[0]
+    prompts, negatives, gens = [], [], []
+    for spec, seed in zip(specs, seeds, strict=True):
+        prompts += [spec.prompt] * spec.num_images
+        negatives += [spec.negative_prompt] * spec.num_images
+        gens += generators(seed, spec.num_images, device)
+    pipe = pipe_provider.get(model_name)
+    started = time.perf_counter()
+    images = pipe(
+        prompt=prompts,
+        negative_prompt=negatives if any(negatives) else None,
+        width=first.width,
+        height=first.height,
+        num_inference_steps=first.steps,
+        guidance_scale=first.guidance_scale,
+        num_images_per_prompt=1,
+        generator=gens,
+        callback_on_step_end=_step_callback(on_step),
+    ).images
+    elapsed = time.perf_counter() - started
+    outputs, start = [], 0
+    for spec, seed in zip(specs, seeds, strict=True):
+        share = elapsed * spec.num_images / len(images)
+        outputs.append(
+            GenerationOutput(
+                images=list(images[start : start + spec.num_images]),
+                seed=seed,
+                width=first.width,
+                height=first.height,
+                pipeline_seconds=share,
+            )
+        )
+        start += spec.num_images
+    return outputs

@@ -1,0 +1,150 @@
+"""Result stores: where generated images go, content-addressed, behind one small protocol.
+
+Two backends: a filesystem root (default; a PVC in a cluster) and an S3-compatible bucket
+(boto3, configurable endpoint for MinIO and friends). An image is stored as PNG under
+`<sha256[:2]>/<sha256>.png`, so storing the same bytes twice gives the same URI and the
+write is idempotent (safe when a job runs more than once). URIs: `file:///abs/root/...`
+and `s3://bucket/prefix...`. `open(uri)` reads an image back (the gateway and img2img use
+it) and only accepts URIs inside the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from PIL import Image
+
+from genjob.errors import GenjobError
+from genjob.jobspec import ImageResult
+from genjob.settings import ResultStoreSettings
+
+
+class ResultNotFoundError(GenjobError, LookupError):
+    """A result URI that is not in this store (foreign location, or no such object)."""
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes of an image (no optimize pass: fast, and deterministic for equal pixels)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def content_key(sha256: str) -> str:
+    return f"{sha256[:2]}/{sha256}.png"
+
+
+class ResultStore(Protocol):
+    """What the worker, the gateway and img2img need from a store."""
+
+    def put_image(self, image: Image.Image) -> ImageResult: ...
+
+    def open(self, uri: str) -> bytes: ...
+
+    def owns(self, uri: str) -> bool: ...
+
+
+class FilesystemResultStore:
+    """Images as files under `root` (created on first write)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def put_image(self, image: Image.Image) -> ImageResult:
+        data = encode_png(image)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.root / content_key(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(tmp, path)
+        return ImageResult(
+            uri=path.as_uri(), sha256=sha, size_bytes=len(data), width=image.width, height=image.height
+        )
+
+    def _path(self, uri: str) -> Path:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ResultNotFoundError(f"{uri!r} is not a file:// URI of this store")
+        path = Path(unquote(parsed.path)).resolve()
+        if not path.is_relative_to(self.root):
+            raise ResultNotFoundError(f"{uri!r} is outside the result store root {self.root}")
+        return path
+
+    def owns(self, uri: str) -> bool:
+        try:
+            self._path(uri)
+        except ResultNotFoundError:
+            return False
+        return True
+
+    def open(self, uri: str) -> bytes:
+        path = self._path(uri)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ResultNotFoundError(f"no result at {uri}") from None
+
+
+class S3ResultStore:
+    """Images as objects `s3://bucket/<prefix><sha[:2]>/<sha>.png` in an S3-compatible bucket."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "genjob/") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def put_image(self, image: Image.Image) -> ImageResult:
+        data = encode_png(image)
+        sha = hashlib.sha256(data).hexdigest()
+        key = self.prefix + content_key(sha)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="image/png")
+        return ImageResult(
+            uri=f"s3://{self.bucket}/{key}",
+            sha256=sha,
+            size_bytes=len(data),
+            width=image.width,
+            height=image.height,
+        )
+
+    def _key(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        key = parsed.path.lstrip("/")
+        if parsed.scheme != "s3" or parsed.netloc != self.bucket or not key.startswith(self.prefix):
+            raise ResultNotFoundError(f"{uri!r} is not in s3://{self.bucket}/{self.prefix}")
+        return key
+
+    def owns(self, uri: str) -> bool:
+        try:
+            self._key(uri)
+        except ResultNotFoundError:
+            return False
+        return True
+
+    def open(self, uri: str) -> bytes:
+        key = self._key(uri)
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.NoSuchKey:
+            raise ResultNotFoundError(f"no result at {uri}") from None
+        return response["Body"].read()  # type: ignore[no-any-return]
+
+
+def build_result_store(settings: ResultStoreSettings, *, s3_client: Any = None) -> ResultStore:
+    """The configured store; the S3 client comes from boto3's default credential chain unless given."""
+    if settings.backend == "filesystem":
+        return FilesystemResultStore(settings.path)
+    if s3_client is None:
+        import boto3
+
+        s3_client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+    assert settings.s3_bucket is not None  # the settings validator requires it for s3
+    return S3ResultStore(s3_client, settings.s3_bucket, settings.s3_prefix)
