@@ -85,6 +85,11 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["additionalProperties"] = _structural(node["additionalProperties"], defs)
     if out.get("type") == "array":
         out["items"] = _structural(node["items"], defs)
+    # JSON Schema 2020-12 writes exclusive bounds as numbers; Kubernetes speaks OpenAPI v3.0 (booleans).
+    for exclusive, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(exclusive), int | float) and not isinstance(out[exclusive], bool):
+            out[inclusive] = out.pop(exclusive)
+            out[exclusive] = True
     if out.get("type") == "number" and "default" in out and isinstance(out["default"], int):
         out["default"] = float(out["default"])
     return out

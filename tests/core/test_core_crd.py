@@ -25,6 +25,9 @@ def _walk(node: dict, path: str = "") -> list[str]:
         bad.append(path)
     if "type" not in node:
         bad.append(path)
+    # OpenAPI v3.0 (what Kubernetes validates against) only has boolean exclusive bounds.
+    if any(not isinstance(node.get(k, False), bool) for k in ("exclusiveMinimum", "exclusiveMaximum")):
+        bad.append(f"{path} (numeric exclusive bound)")
     for name, child in node.get("properties", {}).items():
         bad += _walk(child, f"{path}.{name}")
     if "items" in node:
@@ -42,6 +45,8 @@ def test_schema_is_structural_and_covers_every_spec_field() -> None:
     assert set(spec["properties"]) == wire_names
     assert spec["required"] == ["tier", "prompt"]
     assert spec["properties"]["width"]["multipleOf"] == 8
+    assert spec["properties"]["strength"]["minimum"] == 0
+    assert spec["properties"]["strength"]["exclusiveMinimum"] is True
     assert spec["x-kubernetes-validations"][0]["rule"] == "!has(self.strength) || has(self.initImage)"
     assert version["subresources"] == {"status": {}}
     assert {c["name"] for c in version["additionalPrinterColumns"]} >= {
