@@ -1,0 +1,284 @@
+{{/*
+Helpers of the genjob chart. Every helper is prefixed `genjob.`.
+Helpers that need a component take a dict: (dict "ctx" $ "component" "worker" "tier" "pro").
+*/}}
+
+{{- define "genjob.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "genjob.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "genjob.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: the stable subset used in selectors (never change them on upgrade). */}}
+{{- define "genjob.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "genjob.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .tier }}
+genjob.io/tier: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* All labels: selector labels plus free-form ones. */}}
+{{- define "genjob.labels" -}}
+helm.sh/chart: {{ include "genjob.chart" .ctx }}
+{{ include "genjob.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: genjob
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select every pod of this release (NetworkPolicies). */}}
+{{- define "genjob.instanceSelector" -}}
+app.kubernetes.io/name: {{ include "genjob.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* image: (dict "ctx" $ "image" .Values.image.api) */}}
+{{- define "genjob.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/* serviceAccountName: (dict "ctx" $ "component" "operator" "sa" .Values.operator.serviceAccount) */}}
+{{- define "genjob.serviceAccountName" -}}
+{{- if .sa.create }}
+{{- default (printf "%s-%s" (include "genjob.fullname" .ctx) .component) .sa.name }}
+{{- else }}
+{{- default "default" .sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level securityContext for Pod Security Standard "restricted". */}}
+{{- define "genjob.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level securityContext for Pod Security Standard "restricted". */}}
+{{- define "genjob.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* ---------------------------------------------------------------- Redis */}}
+
+{{- define "genjob.redis.serviceName" -}}
+{{- printf "%s-redis" (include "genjob.fullname" .) }}
+{{- end }}
+
+{{/* The URL genjob processes use (no password in it; GENJOB_REDIS__PASSWORD carries it). */}}
+{{- define "genjob.redis.url" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:6379/0" (include "genjob.redis.serviceName" .) }}
+{{- else }}
+{{- required "externalRedis.url is required when redis.enabled is false" .Values.externalRedis.url }}
+{{- end }}
+{{- end }}
+
+{{/* host:port of Redis as seen from the KEDA operator's namespace. */}}
+{{- define "genjob.redis.address" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "%s.%s.svc.%s:6379" (include "genjob.redis.serviceName" .) .Release.Namespace .Values.clusterDomain }}
+{{- else }}
+{{- $u := urlParse (include "genjob.redis.url" .) }}
+{{- if contains ":" $u.host }}{{ $u.host }}{{ else }}{{ printf "%s:6379" $u.host }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{- define "genjob.redis.databaseIndex" -}}
+{{- $path := trimPrefix "/" (urlParse (include "genjob.redis.url" .)).path }}
+{{- default "0" $path }}
+{{- end }}
+
+{{- define "genjob.redis.tls" -}}
+{{- ternary "true" "false" (eq (urlParse (include "genjob.redis.url" .)).scheme "rediss") }}
+{{- end }}
+
+{{/* Name of the Secret holding the Redis password; empty when Redis has none. */}}
+{{- define "genjob.redis.secretName" -}}
+{{- if .Values.redis.enabled }}
+{{- default (printf "%s-redis" (include "genjob.fullname" .)) .Values.redis.auth.existingSecret }}
+{{- else if .Values.externalRedis.existingSecret }}
+{{- .Values.externalRedis.existingSecret }}
+{{- else if .Values.externalRedis.password }}
+{{- printf "%s-redis" (include "genjob.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "genjob.redis.secretKey" -}}
+{{- if .Values.redis.enabled }}
+{{- .Values.redis.auth.existingSecretPasswordKey }}
+{{- else if .Values.externalRedis.existingSecret }}
+{{- .Values.externalRedis.existingSecretPasswordKey }}
+{{- else }}
+{{- "redis-password" }}
+{{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- Tiers */}}
+
+{{/* The worker pool of one tier: worker.* merged with tiers.<name>.pool, as YAML (use fromYaml).
+     (dict "ctx" $ "name" $name "tier" $tier) */}}
+{{- define "genjob.tierPool" -}}
+{{- $defaults := omit (deepCopy .ctx.Values.worker) "serviceAccount" }}
+{{- $pool := mergeOverwrite $defaults (deepCopy (default dict .tier.pool)) }}
+{{- if not (hasKey $pool "enabled") }}{{ $_ := set $pool "enabled" true }}{{ end }}
+{{- toYaml $pool }}
+{{- end }}
+
+{{/* Seconds the worker gets to drain after SIGTERM (GENJOB_WORKER__DRAIN_GRACE_SECONDS). (dict "pool" $pool) */}}
+{{- define "genjob.drainGraceSeconds" -}}
+{{- sub (int .pool.terminationGracePeriodSeconds) (int .pool.drainMarginSeconds) }}
+{{- end }}
+
+{{- define "genjob.workerName" -}}
+{{- printf "%s-worker-%s" (include "genjob.fullname" .ctx) .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- Config */}}
+
+{{/* The shared config.yaml (genjob/settings.py). Only the queue part of each tier goes in. */}}
+{{- define "genjob.config" -}}
+{{- $tiers := dict }}
+{{- range $name, $tier := .Values.tiers }}
+{{- $_ := set $tiers $name $tier.queue }}
+{{- end }}
+{{- $results := dict "backend" .Values.results.backend }}
+{{- if eq .Values.results.backend "filesystem" }}
+{{- $_ := set $results "path" .Values.results.mountPath }}
+{{- else }}
+{{- $_ := set $results "s3_bucket" .Values.results.s3.bucket }}
+{{- $_ := set $results "s3_prefix" .Values.results.s3.prefix }}
+{{- with .Values.results.s3.region }}{{ $_ := set $results "s3_region" . }}{{ end }}
+{{- with .Values.results.s3.endpointUrl }}{{ $_ := set $results "s3_endpoint_url" . }}{{ end }}
+{{- end }}
+{{- $operator := dict "namespaces" .Values.operator.namespaces "ttl_seconds_after_finished" .Values.operator.ttlSecondsAfterFinished "tenant_label" .Values.operator.tenantLabel "peering_name" (include "genjob.fullname" .) "http_port" 8080 }}
+{{- $operator = mergeOverwrite $operator (deepCopy .Values.operator.extraConfig) }}
+{{- $api := dict "mode" .Values.api.mode "namespace_template" .Values.api.namespaceTemplate }}
+{{- with .Values.api.publicUrl }}{{ $_ := set $api "public_url" . }}{{ end }}
+{{- if include "genjob.api.keysSecretName" . }}
+{{- $_ := set $api "api_keys_file" (printf "/etc/genjob/api-keys/%s" .Values.api.apiKeys.key) }}
+{{- end }}
+{{- $api = mergeOverwrite $api (deepCopy .Values.api.extraConfig) }}
+{{- $cfg := dict
+  "redis" (dict "url" (include "genjob.redis.url" .) "key_prefix" .Values.redis.keyPrefix)
+  "queue" .Values.config.queue
+  "tiers" $tiers
+  "models" .Values.config.models
+  "default_model" .Values.config.defaultModel
+  "worker" (dict "tiers" (list (first (sortAlpha (keys .Values.tiers)))))
+  "results" $results
+  "operator" $operator
+  "api" $api
+  "log_level" .Values.config.logLevel
+  "log_format" .Values.config.logFormat
+}}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{- define "genjob.api.keysSecretName" -}}
+{{- if .Values.api.apiKeys.existingSecret }}
+{{- .Values.api.apiKeys.existingSecret }}
+{{- else if .Values.api.apiKeys.content }}
+{{- printf "%s-api-keys" (include "genjob.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Env every genjob container gets: the config file, its own pod identity, the Redis password. */}}
+{{- define "genjob.commonEnv" -}}
+- name: GENJOB_CONFIG_FILE
+  value: /etc/genjob/config.yaml
+- name: POD_NAME
+  valueFrom:
+    fieldRef: {fieldPath: metadata.name}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef: {fieldPath: metadata.namespace}
+{{- with include "genjob.redis.secretName" . }}
+- name: GENJOB_REDIS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ include "genjob.redis.secretKey" $ }}
+{{- end }}
+{{- end }}
+
+{{/* The config volume and its mount. */}}
+{{- define "genjob.configVolume" -}}
+- name: config
+  configMap:
+    name: {{ include "genjob.fullname" . }}-config
+{{- end }}
+
+{{- define "genjob.configVolumeMount" -}}
+- name: config
+  mountPath: /etc/genjob
+  readOnly: true
+{{- end }}
+
+{{- define "genjob.resultsClaimName" -}}
+{{- default (printf "%s-results" (include "genjob.fullname" .)) .Values.results.persistence.existingClaim }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- Validation */}}
+
+{{/* Checks values.schema.json cannot express; fails the render with a clear message. */}}
+{{- define "genjob.validate" -}}
+{{- if not (hasKey .Values.config.models .Values.config.defaultModel) }}
+{{- fail (printf "config.defaultModel %q is not a key of config.models (%s)" .Values.config.defaultModel (keys .Values.config.models | sortAlpha | join ", ")) }}
+{{- end }}
+{{- range $name, $tier := .Values.tiers }}
+{{- range $lower := (default list $tier.queue.spill_over_to) }}
+{{- if not (hasKey $.Values.tiers $lower) }}
+{{- fail (printf "tiers.%s.queue.spill_over_to names unknown tier %q" $name $lower) }}
+{{- end }}
+{{- end }}
+{{- $pool := include "genjob.tierPool" (dict "ctx" $ "name" $name "tier" $tier) | fromYaml }}
+{{- if $pool.enabled }}
+{{- $drain := include "genjob.drainGraceSeconds" (dict "pool" $pool) | int }}
+{{- if le $drain 0 }}
+{{- fail (printf "tier %s: terminationGracePeriodSeconds (%v) must exceed drainMarginSeconds (%v)" $name $pool.terminationGracePeriodSeconds $pool.drainMarginSeconds) }}
+{{- end }}
+{{- if and (eq $pool.capacityType "spot") (gt (int $pool.terminationGracePeriodSeconds) 120) }}
+{{- fail (printf "tier %s runs on Spot but terminationGracePeriodSeconds is %v: a Spot interruption notice gives 120 s, so keep it <= 120 (or use capacityType on-demand)" $name $pool.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- if and $.Values.keda.enabled (gt (int $pool.keda.minReplicas) (int $pool.keda.maxReplicas)) }}
+{{- fail (printf "tier %s: keda.minReplicas (%v) exceeds keda.maxReplicas (%v)" $name $pool.keda.minReplicas $pool.keda.maxReplicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.results.backend "s3") (not .Values.results.s3.bucket) }}
+{{- fail "results.s3.bucket is required when results.backend is s3" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.url (regexMatch "^rediss?://[^/]*@" .Values.externalRedis.url) }}
+{{- fail "externalRedis.url must not contain credentials: put the password in externalRedis.existingSecret" }}
+{{- end }}
+{{- end }}
