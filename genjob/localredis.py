@@ -34,6 +34,9 @@ class RedisServer:
     port: int = 0
     appendonly: bool = False
     password: str | None = None
+    # Own session: a terminal's Ctrl-C (SIGINT to the foreground group) does not reach it, so a
+    # supervisor (`genjob up`) can stop its other children before Redis.
+    new_session: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -72,7 +75,9 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.new_session
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,99 @@
+"""Job backends: where the gateway creates and reads jobs. One small protocol, two modes.
+
+`LocalBackend` enqueues through the core queue (no Kubernetes); `ClusterBackend` creates
+GenerationJob objects in the tenant's namespace and reads their status. Routes only
+see `JobBackend`, so both modes give the same API behaviour.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from genjob.jobspec import GenerationJobSpec
+from genjob.queue import JobEvent
+from genjob_api.auth import Caller
+from genjob_api.models import Generation, GenerationPage, ImageOut, Status
+from genjob_api.webhooks import WebhookTarget
+
+DEFAULT_JOB_SECONDS = 10.0
+
+
+class JobBackend(Protocol):
+    async def submit(
+        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
+    ) -> Generation:
+        """Create the job (idempotent by id) and return its first view (async: the hot path)."""
+        ...
+
+    def get(self, job_id: str, caller: Caller) -> Generation | None:
+        """The job, or None when it does not exist or belongs to another tenant."""
+        ...
+
+    def list(
+        self, caller: Caller, status: Status | None, limit: int, cursor: str | None
+    ) -> GenerationPage: ...
+
+    def cancel(self, job_id: str, caller: Caller) -> tuple[str, Generation | None] | None:
+        """(outcome, job after the cancel), or None when there is no such job of the caller."""
+        ...
+
+    def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None: ...
+
+    def not_ready_reason(self) -> str | None:
+        """None when the backend can serve; else why not (for /readyz)."""
+        ...
+
+    def webhook_target(self, event: JobEvent) -> WebhookTarget | None:
+        """The webhook a final queue event of a job asks for, if any (the dispatcher calls it)."""
+        ...
+
+
+class WaitEstimator:
+    """A rough queue-wait estimate: position x mean job run time / active workers.
+
+    The mean run time is an exponentially weighted average of finished jobs this gateway
+    has seen (DEFAULT_JOB_SECONDS until it has seen one)."""
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self.alpha = alpha
+        self.mean_seconds = DEFAULT_JOB_SECONDS
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def observe(self, job_id: str, run_seconds: float) -> None:
+        with self._lock:
+            if job_id in self._seen or run_seconds < 0:
+                return
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen.add(job_id)
+            self.mean_seconds = (1 - self.alpha) * self.mean_seconds + self.alpha * run_seconds
+
+    def estimate(self, jobs_ahead: int, workers: int) -> float:
+        return round(max(0, jobs_ahead + 1) * self.mean_seconds / max(1, workers), 1)
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def image_views(job_id: str, result: dict[str, Any] | None) -> tuple[list[ImageOut], list[str]]:
+    """The public image entries of a result, and the store URIs behind them."""
+    views, uris = [], []
+    for i, image in enumerate((result or {}).get("images", [])):
+        uris.append(image["uri"])
+        views.append(
+            ImageOut(
+                index=i,
+                url=f"/v1/generations/{job_id}/images/{i}",
+                sha256=image.get("sha256", ""),
+                width=int(image.get("width", 0)),
+                height=int(image.get("height", 0)),
+                size_bytes=int(image.get("sizeBytes", image.get("size_bytes", 0))),
+            )
+        )
+    return views, uris

@@ -1,0 +1,259 @@
+"""Cluster mode: the gateway creates GenerationJob objects in the tenant's namespace and reads
+their status; the operator does admission quota, enqueueing and status updates.
+
+The object name is the job id; labels carry the tenant and the API key id, so a tenant's
+jobs are listed with a label selector. Cancelling deletes the object (the operator's
+finalizer removes the job from the queue or interrupts it); until the finalizer is done
+the object is still readable with status `cancelled` requested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+
+from genjob.jobspec import GenerationJobSpec, Phase
+from genjob.queue import JobEvent, JobQueue
+from genjob.settings import GenjobSettings
+from genjob_api.auth import Caller
+from genjob_api.backends import WaitEstimator, image_views
+from genjob_api.backends.fastsubmit import WORKER_WINDOW_MS
+from genjob_api.errors import ApiError
+from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
+from genjob_api.webhooks import WebhookTarget
+
+GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
+TENANT_LABEL = "genjob.io/tenant"
+KEY_LABEL = "genjob.io/api-key"
+WEBHOOK_ANNOTATION = "genjob.io/webhook-url"
+
+_STATUS = {
+    Phase.PENDING: Status.PENDING,
+    Phase.QUEUED: Status.QUEUED,
+    Phase.RUNNING: Status.RUNNING,
+    Phase.SUCCEEDED: Status.SUCCEEDED,
+    Phase.FAILED: Status.FAILED,
+    Phase.CANCELLED: Status.CANCELLED,
+}
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
+
+
+def load_api_client(kubeconfig: str | None = None) -> Any:
+    """In-cluster config in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    from kubernetes import client, config
+
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+class ClusterBackend:
+    def __init__(
+        self,
+        api_client: Any,
+        settings: GenjobSettings,
+        estimator: WaitEstimator,
+        queue: JobQueue | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)
+        self.discovery = client.ApisApi(api_client)
+        self.exceptions = client.exceptions
+        self.namespace_template = settings.api.namespace_template
+        self.estimator = estimator
+        self.queue = queue
+
+    def namespace(self, tenant: str) -> str:
+        return self.namespace_template.format(tenant=tenant)
+
+    def _body(
+        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        annotations = {WEBHOOK_ANNOTATION: meta["webhook"]} if meta.get("webhook") else {}
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "GenerationJob",
+            "metadata": {
+                "name": job_id,
+                "labels": {TENANT_LABEL: caller.tenant, KEY_LABEL: caller.key_id},
+                "annotations": annotations,
+            },
+            "spec": spec.to_wire(),
+        }
+
+    async def submit(
+        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
+    ) -> Generation:
+        return await run_in_threadpool(self.submit_sync, job_id, spec, caller, meta)
+
+    def submit_sync(
+        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
+    ) -> Generation:
+        namespace = self.namespace(caller.tenant)
+        try:
+            obj = self.api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, self._body(job_id, spec, caller, meta)
+            )
+        except self.exceptions.ApiException as exc:
+            if exc.status == 404:
+                raise ApiError(
+                    403,
+                    "tenant_not_provisioned",
+                    f"namespace {namespace} of tenant {caller.tenant!r} does not exist; "
+                    "ask an admin to create it",
+                ) from None
+            if exc.status == 422:  # the API server's schema or CEL rules refused it
+                raise ApiError(422, "invalid_parameters", _api_message(exc)) from None
+            if exc.status != 409:  # 409: created before (an idempotent replay)
+                raise
+            obj = self._read(namespace, job_id)
+        return self._with_queue_position(self._view(obj), obj)
+
+    def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+        except self.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _owned(self, job_id: str, caller: Caller) -> dict[str, Any] | None:
+        obj = self._read(self.namespace(caller.tenant), job_id)
+        if obj is None or obj["metadata"].get("labels", {}).get(TENANT_LABEL) != caller.tenant:
+            return None
+        return obj
+
+    def _view(self, obj: dict[str, Any]) -> Generation:
+        meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status") or {}
+        phase = Phase(status["phase"]) if status.get("phase") else Phase.PENDING
+        state = _STATUS[phase]
+        if meta.get("deletionTimestamp") and not state.is_final:
+            state = Status.CANCELLED if phase in (Phase.PENDING, Phase.QUEUED) else state
+        result = status.get("result")
+        images, uris = image_views(meta["name"], result) if state == Status.SUCCEEDED else ([], [])
+        progress = status.get("progress")
+        view = Generation(
+            id=meta["name"],
+            status=state,
+            tier=spec.get("tier", ""),
+            model=status.get("model") or spec.get("model"),
+            created_at=meta.get("creationTimestamp"),
+            started_at=status.get("startedAt"),
+            finished_at=status.get("finishedAt"),
+            progress=ProgressOut(step=progress.get("step", 0), total=progress.get("total", 0))
+            if progress
+            else None,
+            attempts=status.get("attempts") or 0,
+            reason=status.get("reason"),
+            message=status.get("message"),
+            seed=(result or {}).get("seed", spec.get("seed")),
+            images=images,
+            spec=spec,
+        )
+        view._uris = uris
+        return view
+
+    def _with_queue_position(self, view: Generation, obj: dict[str, Any] | None) -> Generation:
+        """Queue position and estimated wait from Redis, like local mode: a queued job's place in
+        its tier's list (the operator queues it by the object's uid); a pending one (not admitted
+        yet) will land at the end of the list."""
+        if self.queue is None or obj is None or view.status not in (Status.PENDING, Status.QUEUED):
+            return view
+        keys = self.queue.keys
+        with self.queue.client.pipeline(transaction=False) as pipe:
+            if view.status == Status.QUEUED:
+                pipe.lpos(keys.pending(view.tier), obj["metadata"].get("uid", ""))
+            else:
+                pipe.llen(keys.pending(view.tier))
+            pipe.zcount(keys.workers, int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf")
+            position, workers = pipe.execute()
+        if position is None:
+            return view
+        return view.model_copy(
+            update={
+                "queue_position": position,
+                "estimated_wait_seconds": self.estimator.estimate(position, workers),
+            }
+        )
+
+    def get(self, job_id: str, caller: Caller) -> Generation | None:
+        obj = self._owned(job_id, caller)
+        return None if obj is None else self._with_queue_position(self._view(obj), obj)
+
+    def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None:
+        view = self.get(job_id, caller)
+        if view is None or view.status != Status.SUCCEEDED or not 0 <= index < len(view._uris):
+            return None
+        return view._uris[index]
+
+    def cancel(self, job_id: str, caller: Caller) -> tuple[str, Generation | None] | None:
+        obj = self._owned(job_id, caller)
+        if obj is None:
+            return None
+        view = self._view(obj)
+        if view.status.is_final:
+            return "already_final", view
+        try:
+            self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace(caller.tenant), PLURAL, job_id
+            )
+        except self.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+        after = self.get(job_id, caller)
+        return "cancel_requested", after or view.model_copy(update={"status": Status.CANCELLED})
+
+    def list(self, caller: Caller, status: Status | None, limit: int, cursor: str | None) -> GenerationPage:
+        kwargs: dict[str, Any] = {"label_selector": f"{TENANT_LABEL}={caller.tenant}", "limit": limit}
+        if cursor:
+            kwargs["_continue"] = cursor
+        try:
+            reply = self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace(caller.tenant), PLURAL, **kwargs
+            )
+        except self.exceptions.ApiException as exc:
+            if exc.status in (404, 410):
+                return GenerationPage(items=[], next_cursor=None)
+            raise
+        items = [self._view(o) for o in reply.get("items", [])]
+        items.sort(key=lambda g: g.created_at or "", reverse=True)
+        if status is not None:
+            items = [g for g in items if g.status == status]
+        return GenerationPage(items=items, next_cursor=reply.get("metadata", {}).get("continue") or None)
+
+    def webhook_target(self, event: JobEvent) -> WebhookTarget | None:
+        """The operator's queue metadata names the object; the gateway put the URL in its annotation
+        and the key in its label. Only objects in their tenant's namespace count (a tenant's
+        namespace is where the gateway creates its jobs), so no one can borrow another's key."""
+        namespace, name = event.meta.get("namespace"), event.meta.get("name")
+        if not namespace or not name:
+            return None
+        obj = self._read(str(namespace), str(name))
+        if obj is None:
+            return None  # deleted (a cancelled job's object goes once the operator is done)
+        meta = obj["metadata"]
+        url = (meta.get("annotations") or {}).get(WEBHOOK_ANNOTATION)
+        labels = meta.get("labels") or {}
+        tenant, key_id = labels.get(TENANT_LABEL), labels.get(KEY_LABEL)
+        if not url or not tenant or not key_id or namespace != self.namespace(tenant):
+            return None
+        return WebhookTarget(str(name), str(url), str(key_id), str(tenant))
+
+    def not_ready_reason(self) -> str | None:
+        try:
+            self.discovery.get_api_versions(_request_timeout=5)
+        except Exception as exc:
+            return f"kubernetes API unreachable: {exc}"
+        return None

@@ -1,0 +1,188 @@
+"""Local mode: jobs go straight into the core Redis queue (no Kubernetes).
+
+Admission is the caller's (the route calls `genjob.admission.admit`); this module turns
+an admitted spec into a queue entry with `genjob.admission.new_job`, exactly as the
+operator does, and reads jobs back from their queue records. A tenant's job ids are
+indexed in `tenant_jobs(tenant)` (sorted by creation time) for listing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import redis
+from fastapi.concurrency import run_in_threadpool
+
+from genjob.admission import new_job
+from genjob.jobspec import GenerationJobSpec
+from genjob.queue import CancelOutcome, JobEvent, JobQueue, JobRecord, JobState
+from genjob_api.auth import Caller
+from genjob_api.backends import WaitEstimator, image_views, iso_ms
+from genjob_api.backends.fastsubmit import WORKER_WINDOW_MS, FastSubmitter
+from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
+from genjob_api.webhooks import WebhookTarget
+
+_STATUS = {
+    JobState.QUEUED: Status.QUEUED,
+    JobState.DELAYED: Status.QUEUED,
+    JobState.RUNNING: Status.RUNNING,
+    JobState.SUCCEEDED: Status.SUCCEEDED,
+    JobState.FAILED: Status.FAILED,
+    JobState.CANCELLED: Status.CANCELLED,
+}
+LIST_SCAN_LIMIT = 1000
+
+
+class LocalBackend:
+    def __init__(
+        self, queue: JobQueue, fast: FastSubmitter, estimator: WaitEstimator, retention_seconds: int
+    ) -> None:
+        self.queue = queue
+        self.fast = fast
+        self.client: redis.Redis = queue.client
+        self.keys = queue.keys
+        self.estimator = estimator
+        self.retention_ms = retention_seconds * 1000
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def submit(
+        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
+    ) -> Generation:
+        result, position, workers, now_ms = await self.fast.submit(new_job(job_id, spec, meta), caller.tenant)
+        if not result.created:
+            view = await run_in_threadpool(self.get, job_id, caller)
+            if view is not None:
+                return view
+        if position is None:  # a worker claimed it already: nothing ahead of it
+            position, wait = 0, 0.0
+        else:
+            wait = self.estimator.estimate(position, workers)
+        return Generation(
+            id=job_id,
+            status=_STATUS[result.state],
+            tier=spec.tier,
+            model=spec.model,
+            created_at=iso_ms(now_ms),
+            queue_position=position,
+            estimated_wait_seconds=wait,
+            seed=spec.seed,
+            spec=spec.to_wire(),
+        )
+
+    def cancel(self, job_id: str, caller: Caller) -> tuple[str, Generation | None] | None:
+        if self._record(job_id, caller) is None:
+            return None
+        outcome = self.queue.cancel(job_id, "cancelled through the API")
+        if outcome == CancelOutcome.NOT_FOUND:
+            return None
+        return str(outcome), self.get(job_id, caller)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _record(self, job_id: str, caller: Caller) -> JobRecord | None:
+        record = self.queue.get(job_id)
+        if record is None or record.meta.get("tenant") != caller.tenant:
+            return None
+        return record
+
+    def _view(self, record: JobRecord, position: int | None = None, workers: int | None = None) -> Generation:
+        status = _STATUS[record.state]
+        images, uris = image_views(record.id, record.result) if status == Status.SUCCEEDED else ([], [])
+        if record.started_at_ms and record.finished_at_ms and status == Status.SUCCEEDED:
+            self.estimator.observe(record.id, (record.finished_at_ms - record.started_at_ms) / 1000)
+        progress = None
+        if record.progress_total:
+            progress = ProgressOut(step=record.progress_step or 0, total=record.progress_total)
+        seed = (record.result or {}).get("seed", record.spec.get("seed"))
+        view = Generation(
+            id=record.id,
+            status=status,
+            tier=record.tier,
+            model=record.spec.get("model"),
+            created_at=iso_ms(record.enqueued_at_ms),
+            started_at=iso_ms(record.started_at_ms),
+            finished_at=iso_ms(record.finished_at_ms),
+            progress=progress,
+            queue_position=position,
+            estimated_wait_seconds=self.estimator.estimate(position, workers or 0)
+            if position is not None
+            else None,
+            attempts=record.attempts,
+            reason=record.reason,
+            message=record.message,
+            seed=seed,
+            images=images,
+            spec=record.spec,
+        )
+        view._uris = uris
+        return view
+
+    def get(self, job_id: str, caller: Caller) -> Generation | None:
+        record = self._record(job_id, caller)
+        if record is None:
+            return None
+        position = workers = None
+        if record.state == JobState.QUEUED:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpos(self.keys.pending(record.tier), record.id)
+                pipe.zcount(self.keys.workers, int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf")
+                position, workers = pipe.execute()
+        return self._view(record, position, workers)
+
+    def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None:
+        view = self.get(job_id, caller)
+        if view is None or view.status != Status.SUCCEEDED or not 0 <= index < len(view._uris):
+            return None
+        return view._uris[index]
+
+    def list(self, caller: Caller, status: Status | None, limit: int, cursor: str | None) -> GenerationPage:
+        index = self.keys.tenant_jobs(caller.tenant)
+        start = 0
+        if cursor:
+            rank = cast("int | None", self.client.zrevrank(index, cursor))
+            if rank is None:
+                return GenerationPage(items=[], next_cursor=None)
+            start = rank + 1
+        items: list[Generation] = []
+        scanned = 0
+        batch = max(limit, 50) if status else limit
+        last_id: str | None = None
+        while len(items) < limit and scanned < LIST_SCAN_LIMIT:
+            ids = cast("list[str]", self.client.zrevrange(index, start, start + batch - 1))
+            if not ids:
+                return GenerationPage(items=items, next_cursor=None)
+            records = self.queue.get_many(ids)
+            missing = [i for i, r in zip(ids, records, strict=True) if r is None]
+            if missing:
+                self.client.zrem(index, *missing)
+            for job_id, record in zip(ids, records, strict=True):
+                scanned += 1
+                start += 1
+                last_id = job_id
+                if record is None:
+                    continue
+                view = self._view(record)
+                if status is None or view.status == status:
+                    items.append(view)
+                    if len(items) == limit:
+                        break
+        more = self.client.zrevrange(index, start, start)
+        return GenerationPage(items=items, next_cursor=last_id if more else None)
+
+    def webhook_target(self, event: JobEvent) -> WebhookTarget | None:
+        """The URL and key travel in the job's queue metadata (set at submit)."""
+        meta = event.meta
+        if not meta.get("webhook"):
+            return None
+        return WebhookTarget(
+            event.job_id, str(meta["webhook"]), str(meta.get("key_id", "")), str(meta.get("tenant", ""))
+        )
+
+    def not_ready_reason(self) -> str | None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return f"redis unreachable: {exc}"
+        return None

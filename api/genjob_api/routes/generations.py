@@ -1,0 +1,259 @@
+"""`/v1/generations`: submit, read, list, cancel, images, and the progress stream (SSE).
+
+Reads, listing, cancel and images are plain `def` routes on the sync clients (FastAPI runs
+them in its threadpool, so blocking calls never stall the event loop). Submit, the hot
+path, is `async` on the asyncio Redis client: rate limit, idempotency and enqueue cost
+two or three round trips and no thread hop (measured: bench/gateway.py, docs/api.md).
+The SSE route is `async` and reads the job in a thread per poll, so an open stream holds
+no thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, admit
+from genjob.errors import InvalidSpecError, UnknownTierError
+from genjob.jobspec import GenerationJobSpec
+from genjob.queue.records import JOB_ID_PATTERN
+from genjob_api.auth import Caller
+from genjob_api.deps import BackendDep, CallerDep, StateDep
+from genjob_api.errors import ApiError, validation_message
+from genjob_api.idempotency import MAX_KEY_CHARS, fingerprint
+from genjob_api.images import ImageNotFoundError
+from genjob_api.models import (
+    CancelOut,
+    ErrorOut,
+    Generation,
+    GenerationPage,
+    GenerationRequest,
+    Status,
+)
+from genjob_api.sse import job_events
+from genjob_api.state import GatewayState
+
+router = APIRouter(prefix="/v1/generations", tags=["generations"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or invalid API key."},
+    429: {"model": ErrorOut, "description": "Rate limit exceeded (see Retry-After)."},
+}
+JobId = Annotated[str, Path(description="Job id as returned by POST.", max_length=128)]
+
+
+def new_job_id() -> str:
+    return f"gen-{uuid.uuid4().hex}"
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no generation {job_id!r} for this API key's tenant")
+
+
+def _check_id(job_id: str) -> None:
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise _not_found(job_id)
+
+
+def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> GenerationJobSpec:
+    """The admitted spec of a request, or an ApiError saying what to change."""
+    api = state.settings.api
+    for field, text in (("prompt", body.prompt), ("negativePrompt", body.negative_prompt)):
+        if len(text) > api.max_prompt_chars:
+            state.metrics.refused.labels("prompt_too_long").inc()
+            raise ApiError(
+                422,
+                "prompt_too_long",
+                f"{field} has {len(text)} characters; the limit is {api.max_prompt_chars}",
+            )
+    if body.webhook is not None and not caller.webhook_secret:
+        raise ApiError(
+            422,
+            "webhook_not_configured",
+            "this API key has no webhook signing secret; ask an admin to set webhook_secret on the key",
+        )
+    try:
+        spec = GenerationJobSpec(**body.spec_fields(), tier=caller.tier, owner=caller.tenant)
+        return admit(spec, caller.tenant, state.settings)
+    except ValidationError as exc:
+        code, message = validation_message(list(exc.errors()))
+        raise ApiError(422, code, message) from None
+    except ModelNotConfiguredError as exc:
+        raise ApiError(422, "model_not_found", str(exc)) from None
+    except TenantNotAllowedError as exc:
+        raise ApiError(403, "tier_not_allowed", str(exc)) from None
+    except UnknownTierError as exc:
+        raise ApiError(403, "tier_not_configured", f"this API key's tier is not served here: {exc}") from None
+    except InvalidSpecError as exc:
+        raise ApiError(422, "tier_limit_exceeded", str(exc)) from None
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Generation,
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorOut, "description": "Idempotency-Key reused with a different body."},
+        413: {"model": ErrorOut, "description": "Body too large."},
+        422: {
+            "model": ErrorOut,
+            "description": "Invalid parameters, prompt too long, or over the tier's limits.",
+        },
+    },
+    summary="Submit a generation",
+)
+async def create_generation(
+    body: GenerationRequest,
+    caller: CallerDep,
+    state: StateDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=MAX_KEY_CHARS,
+            description="Same key and body: the same job; same key, other body: 409.",
+        ),
+    ] = None,
+) -> Generation:
+    spec = build_spec(body, caller, state)
+    job_id = new_job_id()
+    meta: dict[str, Any] = {"tenant": caller.tenant, "key_id": caller.key_id}
+    if body.webhook is not None:
+        meta["webhook"] = str(body.webhook.url)
+    if idempotency_key is not None:
+        claim = await state.idempotency.claim(
+            caller.key_id, idempotency_key, fingerprint(body.model_dump(mode="json")), job_id
+        )
+        if not claim.fresh:
+            if not claim.same_body:
+                raise ApiError(
+                    409,
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request body; use a new key",
+                )
+            response.headers["Idempotent-Replayed"] = "true"
+            response.headers["Location"] = f"/v1/generations/{claim.job_id}"
+            earlier = await run_in_threadpool(state.backend.get, claim.job_id, caller)
+            if earlier is not None:
+                return earlier
+            job_id = claim.job_id  # the first request is still creating it: create it (idempotent by id)
+    try:
+        view = await state.backend.submit(job_id, spec, caller, meta)
+    except Exception:
+        if idempotency_key is not None:
+            await state.idempotency.release(caller.key_id, idempotency_key)
+        raise
+    state.metrics.submitted.labels(spec.tier).inc()
+    response.headers["Location"] = f"/v1/generations/{job_id}"
+    return view
+
+
+@router.get("", response_model=GenerationPage, responses=_ERRORS, summary="List your generations")
+def list_generations(
+    caller: CallerDep,
+    backend: BackendDep,
+    status: Annotated[Status | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=256, description="next_cursor of the previous page.")
+    ] = None,
+) -> GenerationPage:
+    return backend.list(caller, status, limit, cursor)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=Generation,
+    responses={**_ERRORS, 404: {"model": ErrorOut}},
+    summary="Read a generation",
+)
+def get_generation(job_id: JobId, caller: CallerDep, backend: BackendDep) -> Generation:
+    _check_id(job_id)
+    view = backend.get(job_id, caller)
+    if view is None:
+        raise _not_found(job_id)
+    return view
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=CancelOut,
+    responses={**_ERRORS, 404: {"model": ErrorOut}},
+    summary="Cancel a generation",
+)
+def cancel_generation(job_id: JobId, caller: CallerDep, backend: BackendDep) -> CancelOut:
+    _check_id(job_id)
+    outcome = backend.cancel(job_id, caller)
+    if outcome is None:
+        raise _not_found(job_id)
+    return CancelOut(id=job_id, outcome=outcome[0], generation=outcome[1])
+
+
+@router.get(
+    "/{job_id}/images/{index}",
+    response_class=Response,
+    responses={
+        **_ERRORS,
+        200: {"content": {"image/png": {}}, "description": "The PNG."},
+        404: {"model": ErrorOut},
+        409: {"model": ErrorOut, "description": "The job has not succeeded (yet)."},
+    },
+    summary="Download an image",
+)
+def get_image(
+    job_id: JobId,
+    index: Annotated[int, Path(ge=0, le=63)],
+    caller: CallerDep,
+    state: StateDep,
+) -> Response:
+    _check_id(job_id)
+    view = state.backend.get(job_id, caller)
+    if view is None:
+        raise _not_found(job_id)
+    if view.status != Status.SUCCEEDED:
+        raise ApiError(
+            409, "not_ready", f"generation {job_id} is {view.status.value}; images exist once it succeeded"
+        )
+    if index >= len(view._uris):
+        raise ApiError(404, "image_not_found", f"generation {job_id} has {len(view._uris)} image(s)")
+    try:
+        data = state.results.read(view._uris[index])
+    except ImageNotFoundError as exc:
+        raise ApiError(404, "image_not_found", str(exc)) from None
+    return Response(
+        data,
+        media_type="image/png",
+        headers={
+            "ETag": f'"{view.images[index].sha256}"',
+            "Cache-Control": "private, max-age=86400, immutable",
+        },
+    )
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **_ERRORS,
+        200: {"content": {"text/event-stream": {}}, "description": "status, progress, then the final state."},
+        404: {"model": ErrorOut},
+    },
+    summary="Stream progress (server-sent events)",
+)
+async def stream_events(job_id: JobId, caller: CallerDep, backend: BackendDep) -> StreamingResponse:
+    _check_id(job_id)
+    if await run_in_threadpool(backend.get, job_id, caller) is None:
+        raise _not_found(job_id)
+    return StreamingResponse(
+        job_events(lambda: backend.get(job_id, caller)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

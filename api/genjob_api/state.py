@@ -1,0 +1,84 @@
+"""The gateway's shared clients and services, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from genjob.connect import redis_client, redis_keys
+from genjob.keys import RedisKeys
+from genjob.queue import JobQueue
+from genjob.settings import GenjobSettings
+from genjob_api.auth import ApiKeyStore
+from genjob_api.backends import JobBackend, WaitEstimator
+from genjob_api.idempotency import IdempotencyStore
+from genjob_api.images import ResultReader
+from genjob_api.metrics import ApiMetrics
+from genjob_api.ratelimit import RateLimiter
+
+
+@dataclass
+class GatewayState:
+    settings: GenjobSettings
+    client: redis.Redis
+    aclient: aredis.Redis
+    keys: RedisKeys
+    queue: JobQueue
+    backend: JobBackend
+    api_keys: ApiKeyStore
+    limiter: RateLimiter
+    idempotency: IdempotencyStore
+    results: ResultReader
+    estimator: WaitEstimator
+    metrics: ApiMetrics
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        self.client.close()
+        await self.aclient.aclose()
+
+
+def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any = None) -> GatewayState:
+    # Sync client for the threadpool routes; asyncio client for the hot path (rate limit, submit).
+    client = redis_client(settings)
+    aclient = aredis.Redis.from_url(settings.redis.url, decode_responses=True, **settings.redis_kwargs())
+    keys = redis_keys(settings)
+    queue = JobQueue(client, keys, list(settings.tiers), settings.queue)
+    estimator = WaitEstimator()
+    backend: JobBackend
+    if settings.api.mode == "cluster":
+        from genjob_api.backends.cluster import ClusterBackend, load_api_client
+
+        backend = ClusterBackend(kube_client or load_api_client(), settings, estimator, queue)
+    else:
+        from genjob_api.backends.fastsubmit import FastSubmitter
+        from genjob_api.backends.local import LocalBackend
+
+        retention = settings.queue.finished_retention_seconds
+        fast = FastSubmitter(
+            aclient, keys, queue.scripts.enqueue.script, settings.queue.events_max_length, retention
+        )
+        backend = LocalBackend(queue, fast, estimator, retention)
+    return GatewayState(
+        settings=settings,
+        client=client,
+        aclient=aclient,
+        keys=keys,
+        queue=queue,
+        backend=backend,
+        api_keys=ApiKeyStore(settings.api.api_keys_file),
+        limiter=RateLimiter(aclient, keys, settings.api.rate_limit_per_minute),
+        idempotency=IdempotencyStore(aclient, keys),
+        results=ResultReader(settings.results),
+        estimator=estimator,
+        metrics=metrics,
+    )
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"

@@ -1,0 +1,199 @@
+"""Webhooks: on completion or failure, POST the job's final state to the URL given at submit.
+
+Signature (Standard-Webhooks style): headers `Webhook-Id` (the job id), `Webhook-Timestamp`
+(Unix seconds) and `Webhook-Signature: v1=<hex HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>`,
+where the secret is the API key's `webhook_secret`. Receivers recompute the HMAC, compare
+in constant time and refuse old timestamps (`verify_signature` below does both).
+
+Delivery: a background thread of the gateway reads the queue's event stream through its
+own consumer group, so each final event is handled by one gateway replica and an event
+whose delivery did not finish (crash, restart) is read again; entries a dead replica left
+unacknowledged are adopted after `ADOPT_IDLE_MS`. The backend says which events want a
+webhook (`JobBackend.webhook_target`: local mode reads the job's queue metadata, cluster
+mode the GenerationJob's annotation) and builds the payload (the job as `GET` shows it,
+once it shows the final state: in cluster mode the operator mirrors it to the object a
+moment after the event). A delivery is retried with exponential backoff (1, 2, 4, ... s,
+`max_attempts` tries); a 2xx answer ends it. The event is acknowledged after the last try.
+At-least-once: receivers deduplicate by `Webhook-Id`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+import structlog
+
+from genjob.keys import RedisKeys
+from genjob.queue import EventReader, EventType, JobEvent
+
+log = structlog.get_logger("genjob.api.webhooks")
+CONSUMER_GROUP = "genjob-gateway-webhooks"
+FINAL_EVENTS = {EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
+ADOPT_IDLE_MS = 10 * 60 * 1000  # longer than any delivery's retries take
+READ_BATCH = 500
+BATCH_PAUSE_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """One webhook to deliver: the job id the API shows, the URL, and the key that asked."""
+
+    job_id: str
+    url: str
+    key_id: str
+    tenant: str
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    message = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, headers: dict[str, str], body: bytes, tolerance_seconds: int = 300) -> bool:
+    """For receivers: True when the signature matches and the timestamp is recent."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        timestamp = int(lowered["webhook-timestamp"])
+        expected = sign(secret, lowered["webhook-id"], timestamp, body)
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - timestamp) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(expected, lowered.get("webhook-signature", ""))
+
+
+class WebhookDispatcher:
+    """Consumes final job events and delivers the webhooks their jobs asked for."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RedisKeys,
+        target_of: Callable[[JobEvent], WebhookTarget | None],
+        secret_of: Callable[[str], str | None],
+        payload_of: Callable[[WebhookTarget], dict[str, Any] | None],
+        consumer: str,
+        max_attempts: int = 6,
+        backoff_seconds: float = 1.0,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.target_of = target_of
+        self.secret_of = secret_of
+        self.payload_of = payload_of
+        self.consumer = consumer
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+        self.http = httpx.Client(timeout=timeout_seconds, follow_redirects=False)
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="webhook-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.http.close()
+
+    def _run(self) -> None:
+        reader: EventReader | None = None
+        next_adopt = 0.0
+        while not self._stop.is_set():
+            try:
+                if reader is None:
+                    reader = EventReader(self.client, self.keys, self.consumer, group=CONSUMER_GROUP)
+                events = reader.read(count=READ_BATCH, block_ms=1000)
+                if time.monotonic() >= next_adopt:
+                    next_adopt = time.monotonic() + 60
+                    events += reader.adopt_idle(ADOPT_IDLE_MS)
+                reader.ack(self._dispatch(reader, events))
+            except redis.RedisError as exc:
+                log.warning("webhook dispatcher cannot read events; retrying", error=str(exc))
+                reader = None
+                self._stop.wait(2)
+                continue
+            if events:
+                # Let events gather: every job's every event passes here, and reading them in
+                # batches keeps this thread's share of the gateway's CPU small under load.
+                self._stop.wait(BATCH_PAUSE_SECONDS)
+
+    def _dispatch(self, reader: EventReader, events: list[JobEvent]) -> list[JobEvent]:
+        """Hand each event that wants a webhook to the delivery pool; return the rest (to ack)."""
+        done = []
+        for event in events:
+            try:
+                target = self.target_of(event) if event.type in FINAL_EVENTS else None
+            except Exception as exc:  # the Kubernetes API or Redis hiccuped: adopted again later
+                log.warning("webhook target lookup failed", job_id=event.job_id, error=str(exc))
+                continue
+            if target is None:
+                done.append(event)
+            else:
+                self.pool.submit(self._deliver_and_ack, reader, event, target)
+        return done
+
+    def _deliver_and_ack(self, reader: EventReader, event: JobEvent, target: WebhookTarget) -> None:
+        try:
+            self.deliver(target)
+        except Exception as exc:
+            log.warning("webhook delivery crashed", job_id=target.job_id, error=str(exc))
+        finally:
+            # On failure the event is read again after a restart; receivers deduplicate by Webhook-Id.
+            with contextlib.suppress(redis.RedisError):
+                reader.ack([event])
+
+    def deliver(self, target: WebhookTarget) -> bool:
+        """POST the job's final state to the target, retrying with backoff; True once a 2xx came."""
+        secret = self.secret_of(target.key_id)
+        if secret is None:
+            log.warning("webhook skipped: the API key is gone or has no secret", job_id=target.job_id)
+            return False
+        body: bytes | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            if body is None:
+                payload = self.payload_of(target)
+                body = None if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+            if body is None:
+                detail = "job not final (yet) or gone"
+            else:
+                detail = self._post(target, secret, body)
+                if not detail:
+                    log.info("webhook delivered", job_id=target.job_id, attempt=attempt)
+                    return True
+            log.warning("webhook attempt failed", job_id=target.job_id, attempt=attempt, detail=detail)
+            if attempt < self.max_attempts and self._stop.wait(self.backoff_seconds * 2 ** (attempt - 1)):
+                return False
+        return False
+
+    def _post(self, target: WebhookTarget, secret: str, body: bytes) -> str:
+        """One signed POST; an empty string on a 2xx answer, else what went wrong."""
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "Webhook-Id": target.job_id,
+            "Webhook-Timestamp": str(timestamp),
+            "Webhook-Signature": sign(secret, target.job_id, timestamp, body),
+            "User-Agent": "genjob-webhooks/1",
+        }
+        try:
+            response = self.http.post(target.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"

@@ -1,0 +1,108 @@
+"""`genjob up`: the local stack starts its own Redis, builds the tiny model, serves generations,
+and a terminal's Ctrl-C stops everything cleanly (gateway, then workers, then Redis)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from genjob.localredis import free_port
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{text!r} not in the log of `genjob up`:\n{log.read_text(errors='replace')[-3000:]}"
+    )
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+@pytest.mark.timeout(300)
+def test_up_serves_generations_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """From an empty folder: Redis started, model built, key written; `genjob generate` gets a PNG;
+    SIGINT to the foreground process group (what a terminal's Ctrl-C does) exits 0 with no
+    errors from the children, and leaves nothing listening."""
+    port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENJOB_")}
+    env["GENJOB_REDIS__URL"] = f"redis://127.0.0.1:{redis_port}/0"  # nothing there: `up` starts its own
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "genjob.cli", "up", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a shell's foreground job
+        )
+    try:
+        _wait_for_line(log, "Ctrl-C stops everything", up, timeout=180)
+        assert (tmp_path / ".genjob" / "models" / "tiny" / "model_index.json").is_file()
+        key_file = tmp_path / ".genjob" / "dev-api-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.read_text().strip() not in (tmp_path / ".genjob" / "api-keys.json").read_text()
+        small = ["--width", "64", "--height", "64", "--steps", "2"]
+        done = subprocess.run(
+            [sys.executable, "-m", "genjob.cli", "generate", "a fox", "-o", "fox.png", "-q", *small],
+            cwd=tmp_path,
+            env=dict(env, GENJOB_API_URL=f"http://127.0.0.1:{port}"),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "fox.png").read_bytes().startswith(b"\x89PNG")
+        redis_url = log.read_text().split("started redis-server on ")[1].split()[0]
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    text = log.read_text(errors="replace")
+    assert "[genjob] stopped" in text
+    assert "Traceback" not in text and "ConnectionError" not in text, text[-3000:]
+    assert _refused(f"http://127.0.0.1:{port}/healthz")
+    redis_port_used = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    assert _refused(f"http://127.0.0.1:{redis_port_used}/")
+
+
+@pytest.mark.timeout(300)
+def test_demo_fails_fast_and_clearly_when_the_worker_dies(tmp_path: Path) -> None:
+    """A worker that cannot load its model exits; `genjob demo` reports it with the worker's log
+    instead of waiting forever for a job no one will run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENJOB_")}
+    env["GENJOB_REDIS__URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    missing = tmp_path / "no-such-model"
+    env["GENJOB_MODELS"] = f'{{"tiny": {{"source": "{missing}", "memory_class": "sd15"}}}}'
+    done = subprocess.run(
+        [sys.executable, "-m", "genjob.cli", "demo", "a fox", "-o", "fox.png", "--width", "64"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "demo failed: worker-1 exited with" in done.stderr and str(missing) in done.stderr, done.stderr
+    assert not (tmp_path / "fox.png").exists()

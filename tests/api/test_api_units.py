@@ -1,0 +1,109 @@
+"""Unit tests of the gateway's pure parts: keys, signatures, SSE parsing, errors, fingerprints."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from genjob_api.auth import ApiKeyStore, KeysFileError, hash_key, new_key, parse_keys
+from genjob_api.backends import WaitEstimator
+from genjob_api.client import parse_sse
+from genjob_api.errors import validation_message
+from genjob_api.idempotency import fingerprint
+from genjob_api.models import GenerationRequest
+from genjob_api.sse import format_event
+from genjob_api.webhooks import sign, verify_signature
+
+
+def test_keys_file_holds_hashes_and_maps_them_to_callers(tmp_path) -> None:
+    key = new_key()
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"keys:\n- key_sha256: {hash_key(key)}\n  tenant: acme\n  tier: pro\n  admin: true\n")
+    store = ApiKeyStore(path)
+    caller = store.lookup(key)
+    assert caller is not None and (caller.tenant, caller.tier, caller.admin) == ("acme", "pro", True)
+    assert caller.key_id == hash_key(key)[:12] and store.by_id(caller.key_id) == caller
+    assert store.lookup(key + "x") is None and key not in path.read_text()
+
+
+def test_keys_file_is_reloaded_when_it_changes(tmp_path) -> None:
+    a, b = new_key(), new_key()
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps([{"key_sha256": hash_key(a), "tenant": "t", "tier": "free"}]))
+    store = ApiKeyStore(path, reload_seconds=0)
+    assert store.lookup(a) and not store.lookup(b)
+    time.sleep(0.01)
+    path.write_text(json.dumps([{"key_sha256": hash_key(b), "tenant": "t", "tier": "free"}]))
+    import os
+
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert store.lookup(b) and not store.lookup(a)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "- {key_sha256: abc, tenant: t, tier: free}",
+        "- {key_sha256: " + "a" * 64 + ", tenant: T!, tier: free}",
+        "- {key_sha256: " + "a" * 64 + ", tenant: t, tier: free, color: red}",
+        "just a string",
+        "[1, 2",
+    ],
+)
+def test_malformed_keys_files_are_refused(text: str) -> None:
+    with pytest.raises(KeysFileError):
+        parse_keys(text, "keys.yaml")
+
+
+def test_webhook_signature_covers_id_timestamp_and_body() -> None:
+    now = int(time.time())
+    headers = {
+        "Webhook-Id": "j1",
+        "Webhook-Timestamp": str(now),
+        "Webhook-Signature": sign("s" * 16, "j1", now, b"{}"),
+    }
+    assert verify_signature("s" * 16, headers, b"{}")
+    assert not verify_signature("s" * 16, headers, b"{ }")
+    assert not verify_signature("s" * 16, {**headers, "Webhook-Id": "j2"}, b"{}")
+    old = now - 3600
+    stale = {**headers, "Webhook-Timestamp": str(old), "Webhook-Signature": sign("s" * 16, "j1", old, b"{}")}
+    assert not verify_signature("s" * 16, stale, b"{}")
+    assert not verify_signature("s" * 16, {}, b"{}")
+
+
+def test_sse_frames_round_trip() -> None:
+    raw = (
+        format_event("progress", '{"step": 1}', 1) + b": keepalive\n\n" + format_event("succeeded", "{}", 2)
+    ).decode()
+    assert list(parse_sse(iter(raw.split("\n")))) == [("progress", {"step": 1}), ("succeeded", {})]
+
+
+def test_request_model_takes_the_job_spec_limits_but_not_tier_or_owner() -> None:
+    props = GenerationRequest.model_json_schema(by_alias=True)["properties"]
+    assert "tier" not in props and "owner" not in props and "webhook" in props
+    assert props["prompt"]["maxLength"] == 2000 and props["steps"]["maximum"] == 500
+
+
+def test_validation_messages_name_fields_and_pick_codes() -> None:
+    code, message = validation_message(
+        [{"loc": ("body", "prompt"), "type": "string_too_long", "msg": "too long"}]
+    )
+    assert code == "prompt_too_long" and message == "prompt: too long"
+    assert (
+        validation_message([{"loc": ("body", 5), "type": "json_invalid", "msg": "bad"}])[0] == "invalid_json"
+    )
+
+
+def test_fingerprint_ignores_key_order() -> None:
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_wait_estimate_learns_from_finished_jobs() -> None:
+    est = WaitEstimator(alpha=0.5)
+    assert est.estimate(0, 1) == 10.0 and est.estimate(3, 2) == 20.0
+    est.observe("j1", 2.0)
+    est.observe("j1", 100.0)  # the same job again: ignored
+    assert est.mean_seconds == 6.0

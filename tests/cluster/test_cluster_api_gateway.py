@@ -1,0 +1,256 @@
+"""The gateway in cluster mode against the real control plane: it creates GenerationJob objects
+in the tenant's namespace and answers from their status. No operator runs here: the test
+writes status and queue entries as the operator would (the operator has its own tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from genjob.keys import RedisKeys
+from genjob.localredis import RedisServer, free_port
+from genjob.queue import JobQueue, NewJob
+from genjob.settings import GenjobSettings
+from genjob_api.webhooks import verify_signature
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
+WEBHOOK_SECRET = "whsec-cluster-0123456789abcdef"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fe"
+    "a7d6a4c10000000049454e44ae426082"
+)
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cluster_gateway(
+    cluster: Any, genjob_crd: Path, redis_server: RedisServer, tmp_path_factory: Any
+) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("cluster-gateway")
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", f"genjob-{tenant}")
+    keys = {"own": f"gj_{tenant}_own", "other": f"gj_{tenant}_other"}
+    entries = [
+        {
+            "key_sha256": _hash(keys["own"]),
+            "tenant": tenant,
+            "tier": "pro",
+            "id": "own",
+            "webhook_secret": WEBHOOK_SECRET,
+        },
+        {"key_sha256": _hash(keys["other"]), "tenant": f"o{tenant}", "tier": "pro", "id": "other"},
+    ]
+    (root / "keys.json").write_text(json.dumps(entries))
+    port = free_port()
+    env = dict(
+        cluster.env(),
+        KUBECONFIG=str(cluster.kubeconfig),
+        GENJOB_API__MODE="cluster",
+        GENJOB_API__API_KEYS_FILE=str(root / "keys.json"),
+        GENJOB_REDIS__URL=redis_server.url,
+        GENJOB_REDIS__KEY_PREFIX=f"cl{tenant}",
+        GENJOB_RESULTS__PATH=str(root / "results"),
+    )
+    env.pop("GENJOB_CONFIG_FILE", None)
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    log = (root / "api.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genjob.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (root / "api.log").read_text()
+            time.sleep(0.2)
+        yield {"url": url, "keys": keys, "tenant": tenant, "root": root, "prefix": f"cl{tenant}"}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+        cluster.kubectl("delete", "namespace", f"genjob-{tenant}", "--wait=false", check=False)
+
+
+def _client(gw: dict[str, Any], who: str = "own") -> httpx.Client:
+    return httpx.Client(
+        base_url=gw["url"], headers={"Authorization": f"Bearer {gw['keys'][who]}"}, timeout=30
+    )
+
+
+def test_cluster_mode_creates_jobs_and_reads_their_status(
+    cluster: Any, cluster_gateway: dict[str, Any]
+) -> None:
+    """POST creates a GenerationJob in genjob-<tenant> (tier and owner from the key); its status,
+    written by the operator, is what GET, the list and the image endpoint answer from."""
+    from kubernetes import client as k8s
+
+    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    with _client(gw) as c:
+        r = c.post("/v1/generations", json={"prompt": "a red fox", "width": 64, "height": 64, "steps": 2})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["status"] == "pending" and job["tier"] == "pro"
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job["id"])
+        assert obj["spec"]["owner"] == gw["tenant"] and obj["spec"]["tier"] == "pro"
+        assert (
+            obj["spec"]["model"] == "tiny" and obj["metadata"]["labels"]["genjob.io/tenant"] == gw["tenant"]
+        )
+
+        image = gw["root"] / "results" / "ab" / "img.png"
+        image.parent.mkdir(parents=True)
+        image.write_bytes(PNG)
+        status = {
+            "phase": "Succeeded",
+            "reason": "Completed",
+            "attempts": 1,
+            "progress": {"step": 2, "total": 2},
+            "result": {
+                "images": [
+                    {
+                        "uri": image.resolve().as_uri(),
+                        "sha256": hashlib.sha256(PNG).hexdigest(),
+                        "sizeBytes": len(PNG),
+                        "width": 1,
+                        "height": 1,
+                    }
+                ],
+                "seed": 42,
+                "model": "tiny",
+            },
+        }
+        api.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, job["id"], {"status": status})
+        done = c.get(f"/v1/generations/{job['id']}").json()
+        assert done["status"] == "succeeded" and done["seed"] == 42 and done["progress"]["step"] == 2
+        assert c.get(done["images"][0]["url"]).content == PNG
+        listed = c.get("/v1/generations", params={"status": "succeeded"}).json()["items"]
+        assert [g["id"] for g in listed] == [job["id"]]
+    with _client(gw, "other") as other:
+        assert other.get(f"/v1/generations/{job['id']}").status_code == 404
+
+
+def test_cluster_mode_cancel_idempotency_and_refusals(cluster: Any, cluster_gateway: dict[str, Any]) -> None:
+    """DELETE deletes the object; an Idempotency-Key replay returns the same object; bad input
+    never reaches the API server."""
+    from kubernetes import client as k8s
+
+    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    body = {"prompt": "cancel me", "width": 64, "height": 64, "steps": 2}
+    with _client(gw) as c:
+        a = c.post("/v1/generations", json=body, headers={"Idempotency-Key": "k1"}).json()
+        b = c.post("/v1/generations", json=body, headers={"Idempotency-Key": "k1"})
+        assert b.json()["id"] == a["id"] and b.headers["Idempotent-Replayed"] == "true"
+        r = c.delete(f"/v1/generations/{a['id']}")
+        assert r.status_code == 200 and r.json()["outcome"] == "cancel_requested"
+        gone = api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        assert a["id"] not in [o["metadata"]["name"] for o in gone]
+        before = len(gone)
+        bad = c.post("/v1/generations", json={"prompt": "x", "steps": 100})  # pro allows 75
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "tier_limit_exceeded"
+        assert len(api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]) == before
+        assert c.get("/readyz").json() == {"status": "ready", "mode": "cluster"}
+    with _client(gw, "other") as other:  # its tenant has no namespace
+        r = other.post("/v1/generations", json=body)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "tenant_not_provisioned", r.text
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    calls: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.calls.put((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_cluster_mode_queue_position_and_signed_webhook(
+    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer
+) -> None:
+    """A job's queue position comes from its tier's Redis list (the operator queues it by uid), and
+    its webhook, kept on the object, is delivered signed once the final state reached the object."""
+    from kubernetes import client as k8s
+
+    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = GenjobSettings()
+    jobs = JobQueue(redis_server.client(), RedisKeys(gw["prefix"]), list(settings.tiers), settings.queue)
+    try:
+        with _client(gw) as c:
+            body = {"prompt": "hook", "width": 64, "height": 64, "steps": 2}
+            hook = {"webhook": {"url": f"http://127.0.0.1:{port}/hook"}}
+            job = c.post("/v1/generations", json={**body, **hook}).json()
+            assert (
+                job["status"] == "pending" and job["queuePosition"] == 0 and job["estimatedWaitSeconds"] > 0
+            )
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job["id"])
+            assert obj["metadata"]["annotations"]["genjob.io/webhook-url"] == hook["webhook"]["url"]
+            # Play the operator: another job ahead in the queue, then this one, by uid, marked Queued.
+            jobs.enqueue(NewJob(id=f"ahead-{uuid.uuid4().hex}", tier="pro", spec={}))
+            uid = obj["metadata"]["uid"]
+            meta = {"namespace": ns, "name": job["id"], "uid": uid, "tenant": gw["tenant"], "model": "tiny"}
+            jobs.enqueue(NewJob(id=uid, tier="pro", spec=obj["spec"], meta=meta))
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, PLURAL, job["id"], {"status": {"phase": "Queued"}}
+            )
+            queued = c.get(f"/v1/generations/{job['id']}").json()
+            assert queued["status"] == "queued" and queued["queuePosition"] == 1
+            # The worker finishes it: the final event comes before the operator mirrors it.
+            claimed = jobs.claim(["pro"], "test-worker", max_jobs=2)
+            [mine] = [j for j in claimed if j.id == uid]
+            jobs.complete(mine, {"images": [], "seed": 5})
+            assert _Receiver.calls.empty()
+            api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                ns,
+                PLURAL,
+                job["id"],
+                {
+                    "status": {
+                        "phase": "Succeeded",
+                        "reason": "Completed",
+                        "result": {"images": [], "seed": 5, "model": "tiny"},
+                    }
+                },
+            )
+            headers, payload = _Receiver.calls.get(timeout=60)
+        assert verify_signature(WEBHOOK_SECRET, headers, payload)
+        delivered = json.loads(payload)
+        assert headers["Webhook-Id"] == job["id"] == delivered["id"] and delivered["status"] == "succeeded"
+        assert delivered["seed"] == 5
+    finally:
+        server.shutdown()
