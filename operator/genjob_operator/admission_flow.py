@@ -1,0 +1,226 @@
+"""Admission, quota and enqueue: a level-based loop over the cached GenerationJobs.
+
+Each pass looks at what exists (the cache) and acts:
+1. deleting jobs that still carry our finalizer are finalized (see `finalize`);
+2. new or Pending jobs are checked (`check_job`: what the CRD schema cannot express);
+   invalid ones get phase Failed with reason InvalidSpec or ModelNotFound;
+3. valid ones are admitted under the per-tenant quota (`quota.quota_decision`), oldest
+   first: add the finalizer (one write), then enqueue by uid (idempotent). Over-quota
+   jobs get phase Pending / QuotaExceeded once and wait for a later pass;
+4. admitted jobs whose phase is not set yet (the operator restarted between the finalizer
+   and the Queued status) are enqueued again: a no-op when Redis has them.
+Status `Queued` is written by `status_sync` from the queue's own `queued` event, so one
+writer orders every status transition. The kopf handler wakes the loop on each change;
+it also runs every `resync_seconds`.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from genjob.admission import ModelNotConfiguredError, admit, new_job
+from genjob.errors import InvalidSpecError, UnknownTierError
+from genjob.jobspec import GenerationJobSpec, Reason
+from genjob.queue import JobQueue
+from genjob.settings import GenjobSettings
+from genjob_operator.cache import JobCache, JobView
+from genjob_operator.kube import EventPoster, KubeWriter, ObjectGone, TenantResolver, now_rfc3339
+from genjob_operator.metrics import OperatorMetrics
+from genjob_operator.quota import active_counts, quota_decision, quota_message
+
+log = structlog.get_logger("genjob.operator.admission")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Outcome of `check_job`: an admitted spec, or a reason and message to fail with."""
+
+    spec: GenerationJobSpec | None
+    reason: Reason | None = None
+    message: str | None = None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"spec.{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)
+
+
+def check_job(spec: dict[str, Any], tenant: str, settings: GenjobSettings) -> Checked:
+    """The checks the schema cannot express (model known, tier exists and allows these
+    parameters, tenant allowed in the tier). Never raises for bad input."""
+    try:
+        parsed = GenerationJobSpec.model_validate(spec)
+    except ValidationError as exc:
+        return Checked(None, Reason.INVALID_SPEC, _validation_message(exc))
+    try:
+        return Checked(admit(parsed, tenant, settings))
+    except ModelNotConfiguredError as exc:
+        return Checked(None, Reason.MODEL_NOT_FOUND, str(exc))
+    except (InvalidSpecError, UnknownTierError) as exc:
+        return Checked(None, Reason.INVALID_SPEC, str(exc))
+
+
+def failed_status(reason: Reason, message: str, now: str) -> dict[str, Any]:
+    return {"phase": "Failed", "reason": str(reason), "message": message, "finishedAt": now}
+
+
+def quota_status(message: str) -> dict[str, Any]:
+    return {"phase": "Pending", "reason": str(Reason.QUOTA_EXCEEDED), "message": message}
+
+
+def job_meta(view: JobView, tenant: str, model: str) -> dict[str, str]:
+    """Travels on every queue event of the job, so events map back to the CR without lookups."""
+    return {"namespace": view.namespace, "name": view.name, "uid": view.uid, "tenant": tenant, "model": model}
+
+
+class Admitter:
+    """The admission loop (runs in the leader only)."""
+
+    def __init__(
+        self,
+        cache: JobCache,
+        kube: KubeWriter,
+        queue: JobQueue,
+        settings: GenjobSettings,
+        tenants: TenantResolver,
+        events: EventPoster,
+        metrics: OperatorMetrics,
+        resync_seconds: float = 10.0,
+        workers: int = 8,
+    ) -> None:
+        self.cache, self.kube, self.queue, self.settings = cache, kube, queue, settings
+        self.tenants, self.events, self.metrics = tenants, events, metrics
+        self.resync_seconds = resync_seconds
+        self._wake = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admit")
+        self._ensured: set[str] = set()  # admitted uids whose enqueue this process has confirmed
+        self._marked_waiting: set[str] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        self.cache.seeded.wait()
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.pass_once()
+            except Exception as exc:
+                self.metrics.reconcile_errors.labels(stage="admission").inc()
+                log.exception("admission pass failed", error=str(exc))
+            self.metrics.loop_heartbeat.labels(loop="admission").set_to_current_time()
+            self._wake.wait(self.resync_seconds)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _tenant(self, view: JobView) -> str:
+        return self.tenants.tenant(view)
+
+    def _limit(self, tier: str) -> int | None:
+        cfg = self.settings.tiers.get(tier)
+        return cfg.limits.max_concurrent_per_tenant if cfg else None
+
+    def pass_once(self) -> None:
+        jobs = self.cache.snapshot()
+        futures = []
+        for view in jobs:
+            if view.deleting and view.admitted:
+                futures.append(self._pool.submit(self._guard, "finalize", self.finalize, view))
+            elif self._needs_resume(view):
+                futures.append(self._pool.submit(self._guard, "enqueue", self.resume, view))
+        # Checks before quota: an invalid job never takes a slot.
+        valid: list[JobView] = []
+        specs: dict[str, GenerationJobSpec] = {}
+        for view in (j for j in jobs if j.waiting_for_admission):
+            tenant = self._tenant(view)
+            checked = check_job(view.spec, tenant, self.settings)
+            if checked.spec is None:
+                futures.append(self._pool.submit(self._guard, "invalid", self.reject, view, checked))
+            else:
+                valid.append(view)
+                specs[view.uid] = checked.spec
+        plan = quota_decision(valid, active_counts(jobs, self._tenant), self._tenant, self._limit)
+        for view in plan.admit:
+            futures.append(self._pool.submit(self._guard, "enqueue", self.admit, view, specs[view.uid]))
+        for view in plan.wait:
+            if view.reason != str(Reason.QUOTA_EXCEEDED) and view.uid not in self._marked_waiting:
+                futures.append(self._pool.submit(self._guard, "quota", self.mark_waiting, view, plan))
+        for f in futures:
+            f.result()
+
+    def _needs_resume(self, view: JobView) -> bool:
+        """Admitted before a restart but the Queued status never arrived: enqueue again."""
+        return (
+            view.admitted
+            and not view.deleting
+            and not view.is_final
+            and view.phase in (None, "Pending")
+            and view.uid not in self._ensured
+        )
+
+    def _guard(self, stage: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except ObjectGone:
+            pass
+        except Exception as exc:
+            self.metrics.reconcile_errors.labels(stage=stage).inc()
+            log.warning("reconcile step failed; retried on the next pass", stage=stage, error=str(exc))
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def admit(self, view: JobView, spec: GenerationJobSpec) -> None:
+        """Finalizer first (so a deletion is always seen), then the idempotent enqueue."""
+        updated = self.kube.add_finalizer(view)
+        self.cache.observe(updated)
+        self._enqueue(updated, spec)
+
+    def resume(self, view: JobView) -> None:
+        checked = check_job(view.spec, self._tenant(view), self.settings)
+        if checked.spec is None:  # settings changed since admission: fail it now
+            self.reject(view, checked)
+            return
+        self._enqueue(view, checked.spec)
+
+    def _enqueue(self, view: JobView, spec: GenerationJobSpec) -> None:
+        assert spec.model is not None
+        result = self.queue.enqueue(new_job(view.uid, spec, job_meta(view, self._tenant(view), spec.model)))
+        self._ensured.add(view.uid)
+        if result.created:
+            self.metrics.admitted.labels(tier=spec.tier).inc()
+        log.debug("enqueued", job=f"{view.namespace}/{view.name}", uid=view.uid, created=result.created)
+
+    def reject(self, view: JobView, checked: Checked) -> None:
+        assert checked.reason is not None and checked.message is not None
+        updated = self.kube.patch_status(view, failed_status(checked.reason, checked.message, now_rfc3339()))
+        self.cache.observe(updated)
+        self.events.post(
+            view.namespace, view.name, view.uid, str(checked.reason), checked.message, warning=True
+        )
+
+    def mark_waiting(self, view: JobView, plan: Any) -> None:
+        tenant, tier = self._tenant(view), str(view.spec.get("tier"))
+        cap = self._limit(tier) or 0
+        message = quota_message(tenant, tier, plan.active.get((tenant, tier), 0), cap)
+        updated = self.kube.patch_status(view, quota_status(message))
+        self._marked_waiting.add(view.uid)
+        self.cache.observe(updated)
+        self.events.post(view.namespace, view.name, view.uid, str(Reason.QUOTA_EXCEEDED), message)
+
+    def finalize(self, view: JobView) -> None:
+        """Deleted: take it out of the queue (or flag it for its worker), then release it."""
+        outcome = self.queue.cancel(view.uid, f"GenerationJob {view.namespace}/{view.name} deleted")
+        log.info("finalizing deleted job", job=f"{view.namespace}/{view.name}", outcome=str(outcome))
+        updated = self.kube.remove_finalizer(view)
+        if updated is not None:
+            self.cache.observe(updated)
+        self._ensured.discard(view.uid)
+        self._marked_waiting.discard(view.uid)

@@ -1,0 +1,85 @@
+"""Queue events and records -> status patches: the pure mapping and folding (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+from genjob.queue import EventType, JobEvent, JobRecord
+from genjob_operator.status_patches import event_to_status_patch, fold_events, record_to_status_patch
+
+RESULT = {
+    "images": [{"uri": "file:///r/a.png", "sha256": "a" * 64, "sizeBytes": 10, "width": 64, "height": 64}],
+    "seed": 7,
+    "model": "tiny",
+    "downscaled": False,
+}
+
+
+def ev(type_: str, job: str = "j1", ts: int = 1_700_000_000_000, **fields: str) -> JobEvent:
+    meta = fields.pop("meta", json.dumps({"uid": job, "namespace": "ns", "name": "n", "model": "tiny"}))
+    return JobEvent("1-0", EventType(type_), job, "free", ts, {"meta": meta, **fields})
+
+
+def test_running_patch_names_worker_attempt_and_start_time():
+    patch = event_to_status_patch(ev("running", worker="w1", attempt="2"))
+    assert patch == {
+        "phase": "Running",
+        "worker": "w1",
+        "startedAt": "2023-11-14T22:13:20Z",
+        "attempts": 2,
+        "reason": None,
+        "message": None,
+    }
+
+
+def test_succeeded_patch_carries_result_and_usage():
+    patch = event_to_status_patch(ev("succeeded", result=json.dumps(RESULT), gpu_seconds="1.23456"))
+    assert patch["phase"] == "Succeeded" and patch["reason"] == "Completed"
+    assert patch["result"]["images"][0]["sha256"] == "a" * 64
+    assert patch["result"]["seed"] == 7
+    assert patch["usage"] == {"gpuSeconds": 1.235}
+
+
+def test_worker_lost_requeue_and_final_failure():
+    requeued = event_to_status_patch(
+        ev("requeued", reason="WorkerLost", message="lease expired", attempt="1")
+    )
+    assert requeued["phase"] == "Queued" and requeued["reason"] == "WorkerLost" and requeued["attempts"] == 1
+    failed = event_to_status_patch(ev("failed", reason="WorkerLost", message="lease expired", attempt="3"))
+    assert failed["phase"] == "Failed" and failed["reason"] == "WorkerLost" and failed["attempts"] == 3
+
+
+def test_cancel_requested_writes_nothing():
+    assert event_to_status_patch(ev("cancel_requested")) is None
+
+
+def test_fold_merges_one_job_into_one_patch_in_order():
+    """queued + running + progress of one job in a batch become one Running patch."""
+    updates = fold_events(
+        [ev("queued"), ev("running", worker="w", attempt="1"), ev("progress", step="2", total="4")]
+    )
+    u = updates["j1"]
+    assert u.patch["phase"] == "Running" and u.patch["queuedAt"] and u.patch["progressText"] == "2/4"
+    assert [e.type for e in u.transitions] == [EventType.QUEUED, EventType.RUNNING]
+    assert not u.progress_only
+
+
+def test_record_of_a_dead_lettered_job_gives_failed_with_its_reason():
+    """A record that failed past maxAttempts yields Failed, its reason and the attempt count;
+    a record still running yields nothing."""
+    base = {"id": "j", "tier": "free", "spec": "{}", "enqueued_at": "1", "max_attempts": "2"}
+    failed = JobRecord.from_hash(
+        {
+            **base,
+            "state": "failed",
+            "attempts": "2",
+            "reason": "WorkerLost",
+            "message": "lease expired",
+            "finished_at": "1700000000000",
+            "worker": "w2",
+        }
+    )
+    patch = record_to_status_patch(failed)
+    assert patch["phase"] == "Failed" and patch["reason"] == "WorkerLost" and patch["attempts"] == 2
+    assert patch["finishedAt"] == "2023-11-14T22:13:20Z" and "result" not in patch
+    assert record_to_status_patch(JobRecord.from_hash({**base, "state": "running"})) is None
