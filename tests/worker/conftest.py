@@ -6,15 +6,27 @@ The models are built with `build_tiny_pipeline`, saved as safetensors and loaded
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from genjob.jobspec import GenerationJobSpec
 from genjob.settings import ModelConfig
 from genjob_worker.models import ModelRegistry
+from genjob_worker.testing import TEST_TORCH_THREADS
 from genjob_worker.tiny_model import build_tiny_pipeline
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads() -> Iterator[int]:
+    """One torch thread in the test process, like the worker processes the tests start
+    (see TEST_TORCH_THREADS: the default oversubscribes a small shared machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(TEST_TORCH_THREADS)
+    yield TEST_TORCH_THREADS
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,127 @@
+"""Wire a worker process: settings -> Redis -> JobQueue -> models -> result store -> loop.
+
+Order matters for the probes: the HTTP server starts first (liveness answers while the
+models load), the default model and `preload_models` load next, and only then is the
+worker ready and does it claim. Signal handlers are installed before the models load, so a
+SIGTERM during start-up exits cleanly without claiming anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from genjob.connect import job_queue, redis_client
+from genjob.logs import configure_logging
+from genjob.queue import JobQueue
+from genjob.settings import GenjobSettings
+from genjob.tiers import consumption_order
+from genjob_worker.drain import DrainController
+from genjob_worker.http import HealthServer, WorkerHealth
+from genjob_worker.loop import WorkerLoop
+from genjob_worker.memory import CircuitBreaker
+from genjob_worker.metrics import WorkerMetrics
+from genjob_worker.outcomes import JobOutcomes
+from genjob_worker.pod_marker import PodMarker, pod_marker_from_environment
+from genjob_worker.results import ResultStore, build_result_store
+from genjob_worker.runtime import Generator
+
+log = structlog.get_logger()
+
+EXIT_OK = 0
+EXIT_MODEL_LOAD_FAILED = 3
+
+
+def worker_name(settings: GenjobSettings, environ: Mapping[str, str]) -> str:
+    """The configured name, else the pod name (downward API), else host-pid."""
+    return settings.worker.name or environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_loop(
+    settings: GenjobSettings,
+    *,
+    queue: JobQueue,
+    generator: Generator,
+    store: ResultStore,
+    worker: str,
+    drain: DrainController,
+    breaker: CircuitBreaker,
+    metrics: WorkerMetrics,
+    pod_marker: PodMarker | None = None,
+    release_memory: Callable[[], None] | None = None,
+) -> WorkerLoop:
+    """The loop of a worker with these settings (also used by tests to run one in-process)."""
+    ws = settings.worker
+    return WorkerLoop(
+        queue=queue,
+        generator=generator,
+        outcomes=JobOutcomes(queue, store, metrics, breaker),
+        worker_name=worker,
+        tiers=consumption_order(settings.tiers, ws.tiers, ws.spill_over),
+        settings=ws,
+        default_model=settings.default_model,
+        known_models=list(settings.models),
+        drain=drain,
+        breaker=breaker,
+        metrics=metrics,
+        pod_marker=pod_marker,
+        release_memory=release_memory or (lambda: None),
+    )
+
+
+def run_worker(
+    settings: GenjobSettings, *, once: bool = False, environ: Mapping[str, str] = os.environ
+) -> int:
+    """Run the worker until SIGTERM (or one claim with `once`); the process exit code."""
+    configure_logging(settings, "worker")
+    from genjob_worker.memory import free_memory
+    from genjob_worker.models import ModelNotFoundError, ModelRegistry
+    from genjob_worker.runtime import DiffusersGenerator
+
+    ws = settings.worker
+    name = worker_name(settings, environ)
+    structlog.contextvars.bind_contextvars(worker=name)
+    drain = DrainController(ws.drain_grace_seconds)
+    drain.install_signal_handlers()
+    registry = ModelRegistry.from_settings(settings, environ)
+    on_cuda = registry.device.startswith("cuda")
+    metrics = WorkerMetrics(cuda_device=registry.device if on_cuda else None)
+    breaker = CircuitBreaker(ws.max_consecutive_failures)
+    health = WorkerHealth(drain, breaker)
+    server = HealthServer(ws.http_port, health, metrics).start() if ws.http_port else None
+    try:
+        for model in dict.fromkeys([settings.default_model, *ws.preload_models]):
+            if drain.draining:
+                return EXIT_OK
+            try:
+                registry.get(model)
+            except ModelNotFoundError as exc:
+                log.error("cannot load a model at start", model=model, error=str(exc))
+                return EXIT_MODEL_LOAD_FAILED
+            except Exception:
+                log.exception("cannot load a model at start", model=model)
+                return EXIT_MODEL_LOAD_FAILED
+        health.model_loaded.set()
+        log.info("worker ready", device=registry.device, models=registry.loaded())
+        queue = job_queue(settings, redis_client(settings))
+        store = build_result_store(settings.results)
+        loop = build_loop(
+            settings,
+            queue=queue,
+            generator=DiffusersGenerator(registry, store, ws),
+            store=store,
+            worker=name,
+            drain=drain,
+            breaker=breaker,
+            metrics=metrics,
+            pod_marker=pod_marker_from_environment(ws.annotate_pod, environ),
+            release_memory=free_memory if on_cuda else None,
+        )
+        loop.run(once=once)
+        return EXIT_OK
+    finally:
+        if server is not None:
+            server.stop()
