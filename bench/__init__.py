@@ -1,0 +1,1 @@
+"""genjob benchmarks: one script per question, `python -m bench.<name>` (see BENCHMARKS.md)."""
