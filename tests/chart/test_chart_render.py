@@ -504,8 +504,8 @@ def test_default_install_needs_no_prometheus_operator(rendered) -> None:
     assert kinds == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
-def test_prometheus_rules_parse_and_cover_the_required_alerts(rendered) -> None:
-    promql = pytest.importorskip("promql_parser", reason="pip install promql-parser==0.11.0 (dev pin)")
+def test_prometheus_rules_cover_the_required_alerts(rendered) -> None:
+    """The expressions themselves are parsed by Prometheus' own parser in test_chart_promql.py."""
     (rule,) = [d for d in rendered["all-tiers"] if d["kind"] == "PrometheusRule"]
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) >= {
@@ -517,7 +517,6 @@ def test_prometheus_rules_parse_and_cover_the_required_alerts(rendered) -> None:
         "GenjobCrashLooping",
     }
     for name, alert in alerts.items():
-        promql.parse(alert["expr"])  # raises ValueError on a syntax error
         assert alert["labels"]["severity"] in ("warning", "critical"), name
 
 
