@@ -209,7 +209,12 @@ def release_objects(cluster, namespace: str) -> list[str]:
         "get", kinds, "-n", namespace, "-l", selector, "-o", "name"
     ).stdout.split()
     names += cluster.control_plane.kubectl(
-        "get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name"
+        "get",
+        "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings",
+        "-l",
+        selector,
+        "-o",
+        "name",
     ).stdout.split()
     return names
 

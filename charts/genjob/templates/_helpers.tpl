@@ -148,7 +148,7 @@ seccompProfile:
 {{/* The worker pool of one tier: worker.* merged with tiers.<name>.pool, as YAML (use fromYaml).
      (dict "ctx" $ "name" $name "tier" $tier) */}}
 {{- define "genjob.tierPool" -}}
-{{- $defaults := omit (deepCopy .ctx.Values.worker) "serviceAccount" }}
+{{- $defaults := omit (deepCopy .ctx.Values.worker) "serviceAccount" "ownPodPolicy" }}
 {{- $pool := mergeOverwrite $defaults (deepCopy (default dict .tier.pool)) }}
 {{- if not (hasKey $pool "enabled") }}{{ $_ := set $pool "enabled" true }}{{ end }}
 {{- toYaml $pool }}
