@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import torch
 
 from genjob.jobspec import GenerationJobSpec
-from genjob.settings import ModelConfig
+from genjob.localredis import RedisServer
+from genjob.settings import GenjobSettings, ModelConfig
 from genjob_worker.models import ModelRegistry
 from genjob_worker.testing import TEST_TORCH_THREADS
 from genjob_worker.tiny_model import build_tiny_pipeline
@@ -60,5 +62,30 @@ def make_spec() -> SpecFactory:
         fields: dict[str, object] = {"tier": "free", "prompt": "a red bicycle", "width": 64, "height": 64}
         fields.update({"steps": 2, **overrides})
         return GenerationJobSpec(**fields)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def make_loop_settings(
+    redis_server: RedisServer, redis_client: redis.Redis, tiny_model_dirs: dict[str, Path], tmp_path: Path
+) -> Callable[..., GenjobSettings]:
+    """Settings for a worker loop on the tiny SD model, tier `free`, with fast test timings, on an
+    emptied Redis (`redis_client` flushes it).
+
+    Keyword arguments override or add worker settings (a test module's own intervals and limits).
+    """
+
+    def make(**worker: object) -> GenjobSettings:
+        return GenjobSettings(
+            redis={"url": redis_server.url},
+            results={"path": tmp_path / "results"},
+            models={
+                "tiny": {"source": str(tiny_model_dirs["sd"]), "dtype": "float32", "memory_class": "tiny"}
+            },
+            default_model="tiny",
+            queue={"retry_backoff_base_seconds": 0.05, "retry_backoff_max_seconds": 0.1},
+            worker={"tiers": ["free"], "idle_block_seconds": 0.1, "http_port": 0, **worker},
+        )
 
     return make

@@ -4,15 +4,13 @@ circuit breaker (real redis-server, real tiny pipeline; long jobs are many steps
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import redis
 
 from genjob.jobspec import GenerationJobSpec
-from genjob.localredis import RedisServer
 from genjob.queue import CancelOutcome, JobState
 from genjob.settings import GenjobSettings
 from genjob_worker.generate import GenerationOutput, StepCallback
@@ -23,23 +21,11 @@ LONG = {"steps": 400}  # ~ seconds on the tiny model at 64x64
 
 
 @pytest.fixture
-def loop_settings(
-    redis_server: RedisServer, redis_client: redis.Redis, tiny_model_dirs: dict[str, Path], tmp_path: Path
-) -> GenjobSettings:
-    return GenjobSettings(
-        redis={"url": redis_server.url},
-        results={"path": tmp_path / "results"},
-        models={"tiny": {"source": str(tiny_model_dirs["sd"]), "dtype": "float32", "memory_class": "tiny"}},
-        default_model="tiny",
-        queue={"retry_backoff_base_seconds": 0.05, "retry_backoff_max_seconds": 0.1},
-        worker={
-            "tiers": ["free"],
-            "idle_block_seconds": 0.1,
-            "http_port": 0,
-            "heartbeat_interval_seconds": 0.1,
-            "progress_interval_seconds": 0.05,
-            "max_consecutive_failures": 2,
-        },
+def loop_settings(make_loop_settings: Callable[..., GenjobSettings]) -> GenjobSettings:
+    return make_loop_settings(
+        heartbeat_interval_seconds=0.1,
+        progress_interval_seconds=0.05,
+        max_consecutive_failures=2,
     )
 
 

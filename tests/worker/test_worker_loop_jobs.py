@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-import redis
 from PIL import Image
 
 from genjob.jobspec import GenerationJobSpec
-from genjob.localredis import RedisServer
 from genjob.queue import JobState, NewJob
 from genjob.settings import GenjobSettings
 from genjob_worker.generate import GenerationOutput, StepCallback, run_generation
@@ -25,21 +23,9 @@ from genjob_worker.testing import InProcessWorker, enqueue_job
 
 
 @pytest.fixture
-def loop_settings(
-    redis_server: RedisServer, redis_client: redis.Redis, tiny_model_dirs: dict[str, Path], tmp_path: Path
-) -> GenjobSettings:
-    return GenjobSettings(
-        redis={"url": redis_server.url},
-        results={"path": tmp_path / "results"},
-        models={"tiny": {"source": str(tiny_model_dirs["sd"]), "dtype": "float32", "memory_class": "tiny"}},
-        default_model="tiny",
-        queue={"retry_backoff_base_seconds": 0.05, "retry_backoff_max_seconds": 0.1},
-        worker={
-            "tiers": ["free"],
-            "idle_block_seconds": 0.1,
-            "http_port": 0,
-            "heartbeat_interval_seconds": 0.2,
-        },
+def loop_settings(make_loop_settings: Callable[..., GenjobSettings]) -> GenjobSettings:
+    return make_loop_settings(
+        heartbeat_interval_seconds=0.2,
     )
 
 
