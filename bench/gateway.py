@@ -1,7 +1,9 @@
 """Benchmark: requests/s and p99 latency of `POST /v1/generations` at a fixed concurrency.
 
 Reference, measured in the same run with the same server settings (one uvicorn process,
-no access log, loopback): a bare FastAPI handler returning a constant on the same path.
+no access log, loopback; the gateway's own settings: uvloop and httptools, as `genjob api`
+runs, or asyncio and h11 with GENJOB_BENCH_SERVER=h11): a bare FastAPI handler returning
+a constant on the same path.
 Both servers run as subprocesses; the load generator is a minimal keep-alive HTTP/1.1
 client on asyncio (cheap, so it steals as little CPU as possible from the server on a
 2-core machine). Rounds alternate reference / gateway; medians of the rounds are
@@ -11,6 +13,7 @@ has no worker, so jobs only queue. Also reported: Redis round trips and commands
 
     python -m bench.gateway               # about 1.5 minutes
     GENJOB_BENCH_QUICK=1 python -m bench.gateway
+    GENJOB_BENCH_SERVER=h11 python -m bench.gateway   # pure-Python server stack
 """
 
 from __future__ import annotations
@@ -38,13 +41,16 @@ ROUND_SECONDS = 2.0 if QUICK else 8.0
 WARMUP_SECONDS = 1.0 if QUICK else 3.0
 KEY = "gj_bench_key"
 BODY = json.dumps({"prompt": "a red fox in the snow", "width": 64, "height": 64, "steps": 2}).encode()
+# uvicorn's "auto" picks uvloop and httptools (installed with the api extra), as `genjob api`.
+SERVER = {"loop": "asyncio", "http": "h11"} if os.environ.get("GENJOB_BENCH_SERVER") == "h11" else {}
 SERVER_SNIPPET = """
-import sys, uvicorn
+import json, sys, uvicorn
 if sys.argv[1] == "reference":
     from bench.gateway import reference_app as factory
 else:
     from genjob_api.main import create_app as factory
-uvicorn.run(factory(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+uvicorn.run(factory(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
+            **json.loads(sys.argv[3]))
 """
 
 
@@ -113,7 +119,10 @@ def _p(values: list[float], q: float) -> float:
 
 def _start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER_SNIPPET, kind, str(port)], cwd=ROOT, env=env, stderr=subprocess.PIPE
+        [sys.executable, "-c", SERVER_SNIPPET, kind, str(port), json.dumps(SERVER)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -257,7 +266,9 @@ def main() -> None:
                     "redis_round_trips_per_post": round(trips, 2),
                     "redis_commands_per_post": round(commands / max(1, posts), 2),
                     "quick": QUICK,
-                    "server": "1 uvicorn process (h11, asyncio), loopback, access log off",
+                    "server": "1 uvicorn process ({}), loopback, access log off".format(
+                        "h11, asyncio" if SERVER else "httptools, uvloop"
+                    ),
                 },
             }
         )

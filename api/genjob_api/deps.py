@@ -1,7 +1,9 @@
 """Dependencies of the routes, as `Annotated` aliases (override them in tests).
 
 Authentication is in memory and the rate limit one pipelined round trip on the asyncio
-Redis client, both `async` (no threadpool hop before the route runs).
+Redis client, both `async` (no threadpool hop before the route runs). `CallerDep`
+authenticates and counts the request; `AuthDep` only authenticates, for the submit route,
+which counts the request in its own round trip.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from genjob.settings import GenjobSettings
 from genjob_api.auth import Caller
 from genjob_api.backends import JobBackend
 from genjob_api.errors import ApiError
+from genjob_api.metrics import ApiMetrics
+from genjob_api.ratelimit import RateDecision
 from genjob_api.state import GatewayState
 
 SECURITY_SCHEMES = {
@@ -70,19 +74,24 @@ async def authenticate(request: Request) -> Caller:
     return caller
 
 
-async def rate_limited(
-    state: StateDep, caller: Annotated[Caller, Depends(authenticate)], response: Response
-) -> Caller:
+def rate_limit_error(decision: RateDecision, metrics: ApiMetrics) -> ApiError:
+    metrics.refused.labels("rate_limited").inc()
+    return ApiError(
+        429,
+        "rate_limited",
+        f"rate limit of {decision.limit} requests per minute exceeded; "
+        f"retry after {decision.retry_after_seconds}s",
+        headers=decision.headers(),
+    )
+
+
+AuthDep = Annotated[Caller, Depends(authenticate)]
+
+
+async def rate_limited(state: StateDep, caller: AuthDep, response: Response) -> Caller:
     decision = await state.limiter.hit(caller.key_id, caller.rate_limit_per_minute)
     if not decision.allowed:
-        state.metrics.refused.labels("rate_limited").inc()
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"rate limit of {decision.limit} requests per minute exceeded; "
-            f"retry after {decision.retry_after_seconds}s",
-            headers=decision.headers(),
-        )
+        raise rate_limit_error(decision, state.metrics)
     response.headers.update(decision.headers())
     return caller
 

@@ -1,11 +1,13 @@
 """API errors: one exception type carrying an HTTP status and a specific code, and the handlers
-that render every error (ours, FastAPI's validation errors, Starlette's HTTP errors) as
+that render every error (ours, FastAPI's validation errors, Starlette's HTTP errors, Redis
+being unreachable) as
 `{"error": {"code": ..., "message": ...}}`."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -86,6 +88,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def _redis_unavailable(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        import structlog
+
+        structlog.get_logger("genjob.api").warning("redis unavailable", error=str(exc))
+        return error_response(
+            503,
+            "queue_unavailable",
+            "the job queue (Redis) is not reachable; retry shortly "
+            "(an Idempotency-Key makes a retried submit safe)",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

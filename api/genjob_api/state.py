@@ -50,19 +50,18 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
     keys = redis_keys(settings)
     queue = JobQueue(client, keys, list(settings.tiers), settings.queue)
     estimator = WaitEstimator()
+    limiter = RateLimiter(aclient, keys, settings.api.rate_limit_per_minute)
     backend: JobBackend
     if settings.api.mode == "cluster":
         from genjob_api.backends.cluster import ClusterBackend, load_api_client
 
-        backend = ClusterBackend(kube_client or load_api_client(), settings, estimator, queue)
+        backend = ClusterBackend(kube_client or load_api_client(), settings, estimator, limiter, queue)
     else:
         from genjob_api.backends.fastsubmit import FastSubmitter
         from genjob_api.backends.local import LocalBackend
 
         retention = settings.queue.finished_retention_seconds
-        fast = FastSubmitter(
-            aclient, keys, queue.scripts.enqueue.script, settings.queue.events_max_length, retention
-        )
+        fast = FastSubmitter(aclient, keys, settings.queue.events_max_length, retention)
         backend = LocalBackend(queue, fast, estimator, retention)
     return GatewayState(
         settings=settings,
@@ -72,7 +71,7 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
         queue=queue,
         backend=backend,
         api_keys=ApiKeyStore(settings.api.api_keys_file),
-        limiter=RateLimiter(aclient, keys, settings.api.rate_limit_per_minute),
+        limiter=limiter,
         idempotency=IdempotencyStore(aclient, keys),
         results=ResultReader(settings.results),
         estimator=estimator,

@@ -39,6 +39,35 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def enqueue_call(keys: RedisKeys, job: NewJob, events_max_length: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of enqueue.lua for a job (also the first ones of submit.lua), checked."""
+    check_job_id(job.id)
+    if not 0 <= job.priority <= 9:
+        raise ValueError(f"priority {job.priority} must be between 0 and 9")
+    if job.max_attempts < 1:
+        raise ValueError(f"max_attempts {job.max_attempts} must be at least 1")
+    return (
+        [
+            keys.job(job.id),
+            keys.pending(job.tier),
+            keys.queued_at(job.tier),
+            keys.wake(job.tier),
+            keys.events,
+        ],
+        [
+            job.id,
+            job.tier,
+            _json(job.spec),
+            job.priority,
+            job.max_attempts,
+            job.batch_key,
+            _json(job.meta),
+            keys.job_prefix,
+            events_max_length,
+        ],
+    )
+
+
 class JobQueue:
     """One client's view of the queue. Thread-safe as far as the redis client is."""
 
@@ -72,27 +101,9 @@ class JobQueue:
 
     def enqueue(self, job: NewJob) -> EnqueueResult:
         """Queue a job. A repeat of a known id changes nothing and returns created=False."""
-        check_job_id(job.id)
         self._check_tier(job.tier)
-        if not 0 <= job.priority <= 9:
-            raise ValueError(f"priority {job.priority} must be between 0 and 9")
-        if job.max_attempts < 1:
-            raise ValueError(f"max_attempts {job.max_attempts} must be at least 1")
-        k = self.keys
-        created, state = self.scripts.enqueue(
-            keys=[k.job(job.id), k.pending(job.tier), k.queued_at(job.tier), k.wake(job.tier), k.events],
-            args=[
-                job.id,
-                job.tier,
-                _json(job.spec),
-                job.priority,
-                job.max_attempts,
-                job.batch_key,
-                _json(job.meta),
-                k.job_prefix,
-                self._maxlen,
-            ],
-        )
+        keys, args = enqueue_call(self.keys, job, self._maxlen)
+        created, state, _ = self.scripts.enqueue(keys=keys, args=args)
         return EnqueueResult(created=bool(created), state=JobState(state))
 
     def cancel(self, job_id: str, message: str = "cancelled by request") -> CancelOutcome:

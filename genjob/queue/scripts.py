@@ -15,7 +15,8 @@ from redis.commands.core import Script
 SCRIPT_NAMES = ("enqueue", "claim", "touch", "finish", "requeue", "cancel", "reap", "redrive")
 
 
-def _source(name: str) -> str:
+def script_source(name: str) -> str:
+    """A script's Lua with the prelude (`submit` is only loaded this way, by the gateway)."""
     lua = resources.files("genjob.queue") / "lua"
     return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
@@ -33,4 +34,4 @@ class QueueScripts:
 
     @classmethod
     def register(cls, client: redis.Redis) -> QueueScripts:
-        return cls(**{name: client.register_script(_source(name)) for name in SCRIPT_NAMES})
+        return cls(**{name: client.register_script(script_source(name)) for name in SCRIPT_NAMES})

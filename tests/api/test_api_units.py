@@ -107,3 +107,30 @@ def test_wait_estimate_learns_from_finished_jobs() -> None:
     est.observe("j1", 2.0)
     est.observe("j1", 100.0)  # the same job again: ignored
     assert est.mean_seconds == 6.0
+
+
+def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path) -> None:
+    """Submit (the one-command path) and a read both say the queue is unreachable and when
+    to retry, instead of a bare 500."""
+    from fastapi.testclient import TestClient
+
+    from genjob.localredis import free_port
+    from genjob.settings import GenjobSettings
+    from genjob_api.main import create_app
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps([{"key_sha256": hash_key("k1"), "tenant": "t", "tier": "pro"}]))
+    settings = GenjobSettings(
+        redis={"url": f"redis://127.0.0.1:{free_port()}/0", "socket_timeout_seconds": 2},
+        api={"api_keys_file": str(keys)},
+    )
+    with TestClient(create_app(settings, background=False)) as client:
+        headers = {"Authorization": "Bearer k1"}
+        answers = [
+            client.post("/v1/generations", json={"prompt": "a fox"}, headers=headers),
+            client.get("/v1/generations/gen-1", headers=headers),
+        ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "queue_unavailable"
+        assert answer.headers["Retry-After"] == "5"

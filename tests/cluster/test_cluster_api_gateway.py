@@ -115,6 +115,8 @@ def test_cluster_mode_creates_jobs_and_reads_their_status(
     with _client(gw) as c:
         r = c.post("/v1/generations", json={"prompt": "a red fox", "width": 64, "height": 64, "steps": 2})
         assert r.status_code == 202, r.text
+        # Counted against the key's limit by the cluster backend (default 120 per minute).
+        assert r.headers["X-RateLimit-Limit"] == "120" and int(r.headers["X-RateLimit-Remaining"]) < 120
         job = r.json()
         assert job["status"] == "pending" and job["tier"] == "pro"
         obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job["id"])

@@ -15,6 +15,7 @@ from genjob.jobspec import GenerationJobSpec
 from genjob.queue import JobEvent
 from genjob_api.auth import Caller
 from genjob_api.models import Generation, GenerationPage, ImageOut, Status
+from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhooks import WebhookTarget
 
 DEFAULT_JOB_SECONDS = 10.0
@@ -22,9 +23,17 @@ DEFAULT_JOB_SECONDS = 10.0
 
 class JobBackend(Protocol):
     async def submit(
-        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
-    ) -> Generation:
-        """Create the job (idempotent by id) and return its first view (async: the hot path)."""
+        self,
+        job_id: str,
+        spec: GenerationJobSpec,
+        caller: Caller,
+        meta: dict[str, Any],
+        rate: RateCounter | None,
+    ) -> tuple[Generation, RateDecision | None]:
+        """Create the job (idempotent by id) and return its first view (async: the hot path).
+
+        With `rate`, the request is counted there first: over the limit, RateLimitedError
+        and nothing is created."""
         ...
 
     def get(self, job_id: str, caller: Caller) -> Generation | None:

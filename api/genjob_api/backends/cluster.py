@@ -24,6 +24,7 @@ from genjob_api.backends import WaitEstimator, image_views
 from genjob_api.backends.fastsubmit import WORKER_WINDOW_MS
 from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
+from genjob_api.ratelimit import RateCounter, RateDecision, RateLimitedError, RateLimiter
 from genjob_api.webhooks import WebhookTarget
 
 GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
@@ -64,6 +65,7 @@ class ClusterBackend:
         api_client: Any,
         settings: GenjobSettings,
         estimator: WaitEstimator,
+        limiter: RateLimiter,
         queue: JobQueue | None = None,
     ) -> None:
         from kubernetes import client
@@ -73,6 +75,7 @@ class ClusterBackend:
         self.exceptions = client.exceptions
         self.namespace_template = settings.api.namespace_template
         self.estimator = estimator
+        self.limiter = limiter
         self.queue = queue
 
     def namespace(self, tenant: str) -> str:
@@ -94,9 +97,17 @@ class ClusterBackend:
         }
 
     async def submit(
-        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
-    ) -> Generation:
-        return await run_in_threadpool(self.submit_sync, job_id, spec, caller, meta)
+        self,
+        job_id: str,
+        spec: GenerationJobSpec,
+        caller: Caller,
+        meta: dict[str, Any],
+        rate: RateCounter | None,
+    ) -> tuple[Generation, RateDecision | None]:
+        decision = await self.limiter.count(rate) if rate else None
+        if decision and not decision.allowed:
+            raise RateLimitedError(decision)
+        return await run_in_threadpool(self.submit_sync, job_id, spec, caller, meta), decision
 
     def submit_sync(
         self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]

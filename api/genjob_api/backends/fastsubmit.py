@@ -1,92 +1,96 @@
-"""The submit hot path of local mode in one Redis round trip, on the asyncio client.
+"""The submit hot path of local mode: one Redis command on the asyncio client.
 
-`JobQueue.enqueue` (sync, one script call) plus the reads the answer needs (queue
-position, active workers) and the tenant index update would be several round trips from
-a threadpool; measured on the gateway benchmark that halves throughput. Here the same
-enqueue script (`genjob/queue/lua/enqueue.lua`, same keys and arguments as
-`JobQueue.enqueue`) is sent by EVALSHA in one pipeline with LPOS, ZCOUNT and ZADD.
+`genjob/queue/lua/submit.lua` counts the request against the API key's rate limit,
+enqueues exactly as `JobQueue.enqueue` does (same Lua function, same arguments from
+`genjob.queue.core.enqueue_call`), and answers the job's queue position and the active
+worker count, indexing the job under its tenant on the way.
 
-`enqueue_call` mirrors `JobQueue.enqueue`'s key and argument lists; the test
-`test_api_fastsubmit.py` checks that both leave identical records. (Proposed to the
-lead: a core `JobQueue.enqueue_call(job)` returning keys and args, so this mirror goes.)
+One EVALSHA, packed by hiredis (C) and sent on a pooled connection: redis-py's asyncio
+client packs its ~25 arguments in Python and wraps each command in retry and pipeline
+bookkeeping, which cost more CPU on this path than the round trip itself (measured:
+bench/gateway.py, docs/performance.md). No automatic retry: a connection error reaches
+the caller as a 503 (errors.py); retrying is the client's call (an Idempotency-Key makes
+it safe).
 """
 
 from __future__ import annotations
 
-import json
-import time
+from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from genjob.keys import RedisKeys
 from genjob.queue import EnqueueResult, JobState, NewJob
-from genjob.queue.records import check_job_id
+from genjob.queue.core import enqueue_call
+from genjob.queue.scripts import script_source
+from genjob_api.ratelimit import WINDOW_SECONDS, RateCounter, RateDecision, RateLimitedError
 
 WORKER_WINDOW_MS = 60_000
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def enqueue_call(keys: RedisKeys, job: NewJob, events_max_length: int) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the enqueue script for a job (as JobQueue.enqueue builds them)."""
-    check_job_id(job.id)
-    k = keys
-    return (
-        [k.job(job.id), k.pending(job.tier), k.queued_at(job.tier), k.wake(job.tier), k.events],
-        [
-            job.id,
-            job.tier,
-            _json(job.spec),
-            job.priority,
-            job.max_attempts,
-            job.batch_key,
-            _json(job.meta),
-            k.job_prefix,
-            events_max_length,
-        ],
-    )
+@dataclass(frozen=True)
+class Submitted:
+    result: EnqueueResult
+    position: int | None  # 0-based; None when a worker claimed the job already
+    workers: int
+    now_ms: int
+    rate: RateDecision | None  # None when the request was not counted here
 
 
 class FastSubmitter:
     def __init__(
-        self,
-        client: aredis.Redis,
-        keys: RedisKeys,
-        enqueue_source: str,
-        events_max_length: int,
-        retention_seconds: int,
+        self, client: aredis.Redis, keys: RedisKeys, events_max_length: int, retention_seconds: int
     ) -> None:
         self.client = client
         self.keys = keys
-        self.script = client.register_script(enqueue_source)
+        self.source = script_source("submit")
+        self.sha: str | None = None
         self.events_max_length = events_max_length
         self.retention_ms = retention_seconds * 1000
 
-    async def submit(self, job: NewJob, tenant: str) -> tuple[EnqueueResult, int | None, int, int]:
-        """Enqueue; return (result, 0-based position or None if claimed already, workers, now ms)."""
+    async def submit(self, job: NewJob, tenant: str, rate: RateCounter | None = None) -> Submitted:
+        """Enqueue (counting the request on `rate` first, if given); RateLimitedError when over."""
         keys, args = enqueue_call(self.keys, job, self.events_max_length)
-        k = self.keys
-        now_ms = int(time.time() * 1000)
-        index = k.tenant_jobs(tenant)
-        for attempt in (1, 2):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self.script.sha, len(keys), *keys, *args)
-                # A priority-0 job was appended: search from the tail (O(1)); a priority job from the head.
-                pipe.lpos(k.pending(job.tier), job.id, rank=-1 if job.priority == 0 else 1)
-                pipe.zcount(k.workers, now_ms - WORKER_WINDOW_MS, "+inf")
-                pipe.zadd(index, {job.id: now_ms}, nx=True)
-                # Entries older than the job records' retention point at expired jobs.
-                pipe.zremrangebyscore(index, "-inf", now_ms - self.retention_ms)
-                try:
-                    (created, state), position, workers, _, _ = await pipe.execute()
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self.client.script_load(self.script.script)  # Redis restarted or flushed
-                    continue
-            return EnqueueResult(bool(created), JobState(state)), position, int(workers), now_ms
-        raise AssertionError("unreachable")
+        keys += [self.keys.workers, self.keys.tenant_jobs(tenant), rate.key if rate else ""]  # "": unused
+        args += [rate.limit if rate else 0, WINDOW_SECONDS + 1, WORKER_WINDOW_MS, self.retention_ms]
+        reply = await self._run(keys, args)
+        decision = RateDecision.of(int(reply[1]), rate.limit, rate.now) if rate else None
+        if not reply[0]:
+            assert decision is not None  # only a counted request can be over the limit
+            raise RateLimitedError(decision)
+        _, _, created, state, position, workers, now_ms = reply
+        return Submitted(
+            EnqueueResult(bool(created), JobState(state)),
+            None if position < 0 else int(position),
+            int(workers),
+            int(now_ms),
+            decision,
+        )
+
+    async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
+        if self.sha is None:
+            self.sha = await self.client.script_load(self.source)
+        try:
+            return await self._evalsha(keys, args)
+        except NoScriptError:  # Redis restarted or its script cache was flushed
+            self.sha = await self.client.script_load(self.source)
+            return await self._evalsha(keys, args)
+
+    async def _evalsha(self, keys: list[str], args: list[Any]) -> list[Any]:
+        packed = hiredis.pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(packed)
+            reply = await connection.read_response()
+        except ResponseError:  # an error reply (e.g. NOSCRIPT): the connection is in step
+            raise
+        except BaseException:  # I/O error, timeout, cancellation: a reply may be in flight
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        return reply  # type: ignore[no-any-return]

@@ -21,6 +21,7 @@ from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views, iso_ms
 from genjob_api.backends.fastsubmit import WORKER_WINDOW_MS, FastSubmitter
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
+from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhooks import WebhookTarget
 
 _STATUS = {
@@ -48,28 +49,36 @@ class LocalBackend:
     # -- writes ----------------------------------------------------------------------------
 
     async def submit(
-        self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
-    ) -> Generation:
-        result, position, workers, now_ms = await self.fast.submit(new_job(job_id, spec, meta), caller.tenant)
-        if not result.created:
+        self,
+        job_id: str,
+        spec: GenerationJobSpec,
+        caller: Caller,
+        meta: dict[str, Any],
+        rate: RateCounter | None,
+    ) -> tuple[Generation, RateDecision | None]:
+        job = new_job(job_id, spec, meta)
+        submitted = await self.fast.submit(job, caller.tenant, rate)
+        if not submitted.result.created:
             view = await run_in_threadpool(self.get, job_id, caller)
             if view is not None:
-                return view
+                return view, submitted.rate
+        position = submitted.position
         if position is None:  # a worker claimed it already: nothing ahead of it
             position, wait = 0, 0.0
         else:
-            wait = self.estimator.estimate(position, workers)
-        return Generation(
+            wait = self.estimator.estimate(position, submitted.workers)
+        view = Generation(
             id=job_id,
-            status=_STATUS[result.state],
+            status=_STATUS[submitted.result.state],
             tier=spec.tier,
             model=spec.model,
-            created_at=iso_ms(now_ms),
+            created_at=iso_ms(submitted.now_ms),
             queue_position=position,
             estimated_wait_seconds=wait,
             seed=spec.seed,
-            spec=spec.to_wire(),
+            spec=job.spec,
         )
+        return view, submitted.rate
 
     def cancel(self, job_id: str, caller: Caller) -> tuple[str, Generation | None] | None:
         if self._record(job_id, caller) is None:

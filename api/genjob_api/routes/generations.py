@@ -2,8 +2,9 @@
 
 Reads, listing, cancel and images are plain `def` routes on the sync clients (FastAPI runs
 them in its threadpool, so blocking calls never stall the event loop). Submit, the hot
-path, is `async` on the asyncio Redis client: rate limit, idempotency and enqueue cost
-two or three round trips and no thread hop (measured: bench/gateway.py, docs/api.md).
+path, is `async` on the asyncio Redis client: in local mode the rate limit and the enqueue
+are one round trip (an Idempotency-Key adds two), with no thread hop (measured:
+bench/gateway.py, docs/performance.md).
 The SSE route is `async` and reads the job in a thread per poll, so an open stream holds
 no thread.
 """
@@ -23,7 +24,7 @@ from genjob.errors import InvalidSpecError, UnknownTierError
 from genjob.jobspec import GenerationJobSpec
 from genjob.queue.records import JOB_ID_PATTERN
 from genjob_api.auth import Caller
-from genjob_api.deps import BackendDep, CallerDep, StateDep
+from genjob_api.deps import AuthDep, BackendDep, CallerDep, StateDep, rate_limit_error
 from genjob_api.errors import ApiError, validation_message
 from genjob_api.idempotency import MAX_KEY_CHARS, fingerprint
 from genjob_api.images import ImageNotFoundError
@@ -35,6 +36,7 @@ from genjob_api.models import (
     GenerationRequest,
     Status,
 )
+from genjob_api.ratelimit import RateCounter, RateLimitedError
 from genjob_api.sse import job_events
 from genjob_api.state import GatewayState
 
@@ -58,6 +60,13 @@ def _not_found(job_id: str) -> ApiError:
 def _check_id(job_id: str) -> None:
     if not JOB_ID_PATTERN.fullmatch(job_id):
         raise _not_found(job_id)
+
+
+def _accepted(view: Generation, headers: dict[str, str]) -> Response:
+    """202 with the job, serialized once by its own model (it is already valid: FastAPI's
+    response_model pass would validate and encode it a second time)."""
+    headers["Location"] = f"/v1/generations/{view.id}"
+    return Response(view.model_dump_json(by_alias=True), 202, headers, media_type="application/json")
 
 
 def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> GenerationJobSpec:
@@ -110,9 +119,8 @@ def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> 
 )
 async def create_generation(
     body: GenerationRequest,
-    caller: CallerDep,
+    caller: AuthDep,
     state: StateDep,
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -122,13 +130,22 @@ async def create_generation(
             description="Same key and body: the same job; same key, other body: 409.",
         ),
     ] = None,
-) -> Generation:
+) -> Response:
     spec = build_spec(body, caller, state)
+    headers: dict[str, str] = {}
     job_id = new_job_id()
     meta: dict[str, Any] = {"tenant": caller.tenant, "key_id": caller.key_id}
     if body.webhook is not None:
         meta["webhook"] = str(body.webhook.url)
+    counter = state.limiter.counter(caller.key_id, caller.rate_limit_per_minute)
+    rate: RateCounter | None = counter  # where the submit counts the request
     if idempotency_key is not None:
+        # Counted before the claim (a replay is a request too), so not again by the submit.
+        counted = await state.limiter.count(counter)
+        if not counted.allowed:
+            raise rate_limit_error(counted, state.metrics)
+        headers.update(counted.headers())
+        rate = None
         claim = await state.idempotency.claim(
             caller.key_id, idempotency_key, fingerprint(body.model_dump(mode="json")), job_id
         )
@@ -139,21 +156,23 @@ async def create_generation(
                     "idempotency_conflict",
                     "this Idempotency-Key was used with a different request body; use a new key",
                 )
-            response.headers["Idempotent-Replayed"] = "true"
-            response.headers["Location"] = f"/v1/generations/{claim.job_id}"
+            headers["Idempotent-Replayed"] = "true"
             earlier = await run_in_threadpool(state.backend.get, claim.job_id, caller)
             if earlier is not None:
-                return earlier
+                return _accepted(earlier, headers)
             job_id = claim.job_id  # the first request is still creating it: create it (idempotent by id)
     try:
-        view = await state.backend.submit(job_id, spec, caller, meta)
+        view, decision = await state.backend.submit(job_id, spec, caller, meta, rate)
+    except RateLimitedError as exc:
+        raise rate_limit_error(exc.decision, state.metrics) from None
     except Exception:
         if idempotency_key is not None:
             await state.idempotency.release(caller.key_id, idempotency_key)
         raise
+    if decision is not None:
+        headers.update(decision.headers())
     state.metrics.submitted.labels(spec.tier).inc()
-    response.headers["Location"] = f"/v1/generations/{job_id}"
-    return view
+    return _accepted(view, headers)
 
 
 @router.get("", response_model=GenerationPage, responses=_ERRORS, summary="List your generations")

@@ -19,3 +19,43 @@ local function push_head(pending, queued_at, wake, job_key, job_id)
   redis.call('RPUSH', wake, '1')
   redis.call('LTRIM', wake, -1000, -1)
 end
+
+-- Create a job and queue it, unless its id exists (then change nothing).
+-- Returns {1, 'queued', now} or {0, <current state>, now}. Used by enqueue and submit.
+local function enqueue_job(job_key, pending, queued_at, wake, events, id, tier, spec, priority,
+                           max_attempts, batch_key, meta, job_prefix, maxlen)
+  local now = now_ms()
+  if redis.call('EXISTS', job_key) == 1 then
+    return {0, redis.call('HGET', job_key, 'state'), now}
+  end
+  priority = tonumber(priority)
+  redis.call('HSET', job_key, 'id', id, 'tier', tier, 'state', 'queued', 'spec', spec,
+    'priority', priority, 'attempts', 0, 'max_attempts', max_attempts, 'claims', 0,
+    'batch_key', batch_key, 'meta', meta, 'enqueued_at', now, 'cancel_requested', 0)
+
+  -- Priority 0 (the common case) appends in O(1); a higher priority is inserted before the
+  -- first job of lower priority, scanning only the run of higher-or-equal ones at the head.
+  local inserted = false
+  if priority > 0 then
+    local start = 0
+    while not inserted do
+      local chunk = redis.call('LRANGE', pending, start, start + 99)
+      if #chunk == 0 then break end
+      for _, other in ipairs(chunk) do
+        local p = tonumber(redis.call('HGET', job_prefix .. other, 'priority') or '0')
+        if p < priority then
+          redis.call('LINSERT', pending, 'BEFORE', other, id)
+          inserted = true
+          break
+        end
+      end
+      start = start + 100
+    end
+  end
+  if not inserted then redis.call('RPUSH', pending, id) end
+  redis.call('ZADD', queued_at, now, id)
+  redis.call('RPUSH', wake, '1')
+  redis.call('LTRIM', wake, -1000, -1)
+  emit(events, maxlen, 'queued', id, tier, now, {'meta', meta})
+  return {1, 'queued', now}
+end

@@ -1,0 +1,23 @@
+-- The gateway's submit (local mode) in one round trip: count the API key's request against
+-- its rate limit, enqueue (as enqueue.lua), and answer what the 202 needs.
+-- KEYS: 1-5 as enqueue.lua, 6 workers zset, 7 the tenant's job index, 8 the key's rate counter
+-- ARGV: 1-9 as enqueue.lua, 10 requests allowed in this window (0: do not count),
+--       11 counter TTL seconds, 12 worker liveness window ms, 13 index retention ms
+-- Returns {0, count} when over the limit (nothing queued), else
+-- {1, count, created, state, 0-based position or -1 (claimed already), active workers, now}.
+local limit, count = tonumber(ARGV[10]), 0
+if limit > 0 then
+  count = redis.call('INCR', KEYS[8])
+  if count == 1 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
+  if count > limit then return {0, count} end
+end
+local id = ARGV[1]
+local result = enqueue_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], unpack(ARGV, 1, 9))
+local now = result[3]
+-- A priority-0 job was appended: search from the tail (O(1)); a priority job from the head.
+local position = redis.call('LPOS', KEYS[2], id, 'RANK', tonumber(ARGV[4]) == 0 and -1 or 1)
+local workers = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[12]), '+inf')
+redis.call('ZADD', KEYS[7], 'NX', now, id)
+-- Entries older than the job records' retention point at expired jobs.
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(ARGV[13]))
+return {1, count, result[1], result[2], position or -1, workers, now}
