@@ -8,7 +8,9 @@ Each pass looks at what exists (the cache) and acts:
    first: add the finalizer (one write), then enqueue by uid (idempotent). Over-quota
    jobs get phase Pending / QuotaExceeded once and wait for a later pass;
 4. admitted jobs whose phase is not set yet (the operator restarted between the finalizer
-   and the Queued status) are enqueued again: a no-op when Redis has them.
+   and the Queued status) are enqueued again: a no-op when Redis has them;
+5. Queued or Running jobs the queue lost the record of (`report_lost`, from the status
+   resync) are enqueued again, with a warning Event: they run again from the start.
 Status `Queued` is written by `status_sync` from the queue's own `queued` event, so one
 writer orders every status transition. The kopf handler wakes the loop on each change;
 it also runs every `resync_seconds`.
@@ -104,9 +106,15 @@ class Admitter:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admit")
         self._ensured: set[str] = set()  # admitted uids whose enqueue this process has confirmed
         self._marked_waiting: set[str] = set()
+        self._lost: set[str] = set()  # uids reported lost by the status resync, not yet re-queued
 
     def wake(self) -> None:
         self._wake.set()
+
+    def report_lost(self, view: JobView) -> None:
+        """The queue has no record of this Queued/Running job: queue it again on the next pass."""
+        self._lost.add(view.uid)
+        self.wake()
 
     def run(self, stop: threading.Event) -> None:
         self.cache.seeded.wait()
@@ -130,10 +138,13 @@ class Admitter:
 
     def pass_once(self) -> None:
         jobs = self.cache.snapshot()
+        self._lost &= {v.uid for v in jobs if not v.is_final and not v.deleting}
         futures = []
         for view in jobs:
             if view.deleting and view.admitted:
                 futures.append(self._pool.submit(self._guard, "finalize", self.finalize, view))
+            elif view.uid in self._lost and not view.is_final:
+                futures.append(self._pool.submit(self._guard, "enqueue", self.requeue_lost, view))
             elif self._needs_resume(view):
                 futures.append(self._pool.submit(self._guard, "enqueue", self.resume, view))
         # Checks before quota: an invalid job never takes a slot.
@@ -189,6 +200,17 @@ class Admitter:
             self.reject(view, checked)
             return
         self._enqueue(view, checked.spec)
+
+    def requeue_lost(self, view: JobView) -> None:
+        message = (
+            f"the queue had no record of this {view.phase} job (Redis lost data: restarted without "
+            "persistence, flushed or evicted?); queued again, it runs from the start"
+        )
+        log.warning("queue record lost; enqueueing again", job=f"{view.namespace}/{view.name}", uid=view.uid)
+        self.metrics.records_lost.inc()
+        self.events.post(view.namespace, view.name, view.uid, "QueueRecordLost", message, warning=True)
+        self._lost.discard(view.uid)
+        self.resume(view)
 
     def _enqueue(self, view: JobView, spec: GenerationJobSpec) -> None:
         assert spec.model is not None

@@ -52,6 +52,11 @@ class OperatorMetrics:
             "genjob_operator_stream_events_total", "Queue events consumed, by type.", ["type"], registry=r
         )
         self.admitted = Counter("genjob_operator_admitted_total", "Jobs enqueued.", ["tier"], registry=r)
+        self.records_lost = Counter(
+            "genjob_operator_queue_records_lost_total",
+            "Queued or Running GenerationJobs the queue had no record of (Redis lost data); queued again.",
+            registry=r,
+        )
         self.is_leader = Gauge("genjob_operator_leader", "1 while this replica is the leader.", registry=r)
         self.loop_heartbeat = Gauge(
             "genjob_operator_loop_heartbeat_timestamp_seconds",

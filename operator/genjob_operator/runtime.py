@@ -54,6 +54,7 @@ class OperatorRuntime:
             metrics,
             op.progress_mirror_seconds,
             on_final=self.admitter.wake,
+            on_lost=self.admitter.report_lost,
             queue=self.queue,
         )
         self.reaper = Reaper(self.queue, self.cache, metrics, op.reaper_interval_seconds, namespaces)

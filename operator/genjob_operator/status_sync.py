@@ -13,7 +13,9 @@ A level-based safety net (`resync`, every `resync_seconds`): the stream is cappe
 events can be trimmed away while the operator is down for long. Jobs whose CR is not
 final but whose queue record finished more than `resync_grace_seconds` ago get their
 final status from the record (`record_to_status_patch`), so no job stays Running (and
-holds a quota slot) forever.
+holds a quota slot) forever. Queued or Running CRs whose record is gone altogether (Redis
+restarted without persistence, a flush, an eviction) are reported to `on_lost`: the
+admitter queues them again.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class StatusSync:
         batch: int = 500,
         coalesce_seconds: float = 0.05,
         on_final: Any = None,
+        on_lost: Any = None,
         writers: int = 4,
         queue: JobQueue | None = None,
         resync_seconds: float = 60.0,
@@ -95,6 +98,7 @@ class StatusSync:
         self.batch = batch
         self.coalesce_seconds = coalesce_seconds
         self.on_final = on_final
+        self.on_lost = on_lost
         self.reader: EventReader | None = None
         self._totals: OrderedDict[str, int] = OrderedDict()  # last known total steps per job
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="status")
@@ -201,7 +205,13 @@ class StatusSync:
             now_ms = seconds * 1000 + micros // 1000
         writes = 0
         for view, record in zip(waiting, self.queue.get_many([v.uid for v in waiting]), strict=True):
-            if record is None or not record.finished_at_ms:
+            if record is None:
+                # Queued/Running were written from the queue's own events, so the record
+                # existed; an admitted job without a phase yet is the admitter's to resume.
+                if view.phase in ("Queued", "Running") and self.on_lost is not None:
+                    self.on_lost(view)
+                continue
+            if not record.finished_at_ms:
                 continue
             if now_ms - record.finished_at_ms < self.resync_grace_ms:
                 continue  # its event is probably still on its way

@@ -511,6 +511,7 @@ def test_prometheus_rules_cover_the_required_alerts(rendered) -> None:
     assert set(alerts) >= {
         "GenjobQueueAgeHigh",
         "GenjobDeadLetterGrowing",
+        "GenjobQueueRecordsLost",
         "GenjobPendingWithoutWorkers",
         "GenjobWorkerGPUOutOfMemory",
         "GenjobWorkerOOMKilled",

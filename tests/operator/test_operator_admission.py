@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from genjob.connect import job_queue, redis_client
 from genjob.jobspec import Reason
-from genjob.queue import JobState, read_history
+from genjob.queue import EventReader, JobState, read_history
 from genjob_operator.admission_flow import Admitter, check_job
 from genjob_operator.cache import FINALIZER, JobView
 from genjob_operator.kube import TenantResolver
+from genjob_operator.status_sync import CONSUMER, StatusSync
 
 from .conftest import FakeKube, SyncEvents, job_body
 
@@ -119,3 +120,40 @@ def test_delete_removes_queued_job_and_flags_running_one(settings, redis_client,
     assert FINALIZER not in kube.objects[b.uid].finalizers
     assert queue.get(waiting.uid).state == JobState.CANCELLED
     assert queue.get(running.uid).cancel_requested
+
+
+def test_queued_job_whose_record_redis_lost_is_queued_again(settings, redis_client, kube, cache, metrics):
+    """The status resync finds a Queued CR with no queue record (Redis lost data); the
+    admitter queues it again once, with a warning Event. A job whose record exists, and an
+    admitted job with no phase yet, are left alone."""
+    admitter, queue = make_admitter(settings, kube, cache, metrics)
+    sync = StatusSync(
+        redis_client,
+        queue.keys,
+        cache,
+        kube,
+        SyncEvents(kube),
+        metrics,
+        15.0,
+        queue=queue,
+        on_lost=admitter.report_lost,
+    )
+    lost, kept = add(kube, cache, "lost", owner="t1"), add(kube, cache, "kept", owner="t2")
+    admitter.pass_once()
+    sync.process(EventReader(redis_client, queue.keys, CONSUMER).read(block_ms=None))
+    assert {kube.objects[v.uid].status["phase"] for v in (lost, kept)} == {"Queued"}
+    fresh = add(kube, cache, "fresh", owner="t3")
+    cache.observe(kube.add_finalizer(fresh))  # admitted, enqueue not done yet: no phase
+    redis_client.delete(queue.keys.job(lost.uid))
+    redis_client.lrem(queue.keys.pending("free"), 0, lost.uid)
+
+    assert sync.resync() == 0
+    admitter.pass_once()
+    assert queue.get(lost.uid).state == JobState.QUEUED
+    assert [e for e in kube.events if e[1] == "QueueRecordLost"] == [("lost", "QueueRecordLost")]
+    assert metrics.registry.get_sample_value("genjob_operator_queue_records_lost_total") == 1
+    sync.resync()
+    admitter.pass_once()
+    queued = [e.job_id for e in read_history(redis_client, queue.keys) if e.type == "queued"]
+    assert sorted(queued) == sorted([lost.uid, lost.uid, kept.uid, fresh.uid])
+    assert len([e for e in kube.events if e[1] == "QueueRecordLost"]) == 1
