@@ -45,7 +45,7 @@ def test_readiness_follows_model_breaker_and_drain() -> None:
 def test_metrics_exposition() -> None:
     """Ensures /metrics serves the worker's metrics in the Prometheus text format (no GPU gauges on CPU)."""
     metrics = WorkerMetrics()
-    metrics.jobs.labels("pro", "tiny", "succeeded").inc()
+    metrics.jobs.labels("pro", "tiny", "succeeded", "").inc()
     metrics.queue_wait_seconds.labels("pro").observe(0.5)
     server = HealthServer(0, WorkerHealth(DrainController(1), CircuitBreaker(1)), metrics, host="127.0.0.1")
     server.start()
@@ -54,7 +54,7 @@ def test_metrics_exposition() -> None:
     finally:
         server.stop()
     assert status == 200
-    assert 'genjob_worker_jobs_total{model="tiny",outcome="succeeded",tier="pro"} 1.0' in text
+    assert 'genjob_worker_jobs_total{model="tiny",outcome="succeeded",reason="",tier="pro"} 1.0' in text
     assert "genjob_worker_queue_wait_seconds_bucket" in text
     assert "genjob_worker_generation_seconds" in text and "genjob_worker_jobs_in_progress" in text
     assert "genjob_worker_consecutive_failures" in text and "gpu_memory" not in text

@@ -137,6 +137,9 @@ def test_oom_fails_when_downscaling_is_not_allowed(
     assert record is not None and record.state == JobState.FAILED
     assert record.reason == "OutOfMemory" and worker.queue.dead_letters("free") == ["big"]
     assert worker.breaker.consecutive_failures == 1  # an OOM is the worker's fault: it counts
+    # Counted with its reason: the input of the chart's GPU OOM alert.
+    labels = {"tier": "free", "model": "tiny", "outcome": "failed", "reason": "OutOfMemory"}
+    assert worker.metrics.registry.get_sample_value("genjob_worker_jobs_total", labels) == 1
 
 
 def test_img2img_from_a_stored_result(loop_settings: GenjobSettings, registry: ModelRegistry) -> None:

@@ -20,8 +20,9 @@ class WorkerMetrics:
         r = self.registry
         self.jobs = Counter(
             "genjob_worker_jobs",
-            "Jobs finished by this worker, by tier, model and outcome.",
-            ["tier", "model", "outcome"],
+            "Jobs finished by this worker, by tier, model, outcome and reason (the failure or "
+            "requeue reason, e.g. OutOfMemory; empty for succeeded and lease_lost).",
+            ["tier", "model", "outcome", "reason"],
             registry=r,
         )
         self.generation_seconds = Histogram(

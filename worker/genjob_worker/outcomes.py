@@ -28,7 +28,8 @@ WORKER_FAULTS = {Reason.GENERATION_ERROR, Reason.OUT_OF_MEMORY}
 
 
 class Ending(StrEnum):
-    """How a held job left this worker (the `outcome` label of the jobs metric)."""
+    """How a held job left this worker (the `outcome` label of the jobs metric; its `reason`
+    label carries the failure or requeue reason)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -78,7 +79,7 @@ class JobOutcomes:
 
     def _ended(self, held: HeldJob, ending: Ending, reason: str | None = None) -> None:
         held.ending, held.reason = ending, reason
-        self.metrics.jobs.labels(held.job.tier, held.model, ending.value).inc()
+        self.metrics.jobs.labels(held.job.tier, held.model, ending.value, reason or "").inc()
         self.metrics.consecutive_failures.set(self.breaker.consecutive_failures)
         self.metrics.circuit_open.set(1 if self.breaker.is_open else 0)
 

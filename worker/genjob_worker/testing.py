@@ -233,7 +233,11 @@ class InProcessWorker:
                 raise TimeoutError("the worker loop did not stop")
 
     def count(self, outcome: str, tier: str = "free", model: str = "tiny") -> float:
-        value = self.metrics.registry.get_sample_value(
-            "genjob_worker_jobs_total", {"tier": tier, "model": model, "outcome": outcome}
+        """Jobs of the tier and model that ended with `outcome`, whatever their reason."""
+        wanted = {"tier": tier, "model": model, "outcome": outcome}
+        return sum(
+            sample.value
+            for family in self.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == "genjob_worker_jobs_total" and wanted.items() <= sample.labels.items()
         )
-        return value or 0.0
