@@ -14,8 +14,11 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +122,23 @@ def genjob_crd(cluster: ClusterHandle) -> Path:
     cluster.kubectl("apply", "--server-side", "-f", str(CRD_PATH))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/generationjobs.genjob.io")
     return CRD_PATH
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], Any],
+    timeout: float = 90.0,
+    interval: float = 0.5,
+    logs: Iterable[Any] = (),
+) -> Any:
+    """Poll ``probe`` until it returns a truthy value and return it; else fail naming ``what``,
+    with the last value and the log tails of ``logs`` (objects with ``log_tail()``)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    detail = "\n".join(p.log_tail() for p in logs)
+    pytest.fail(f"gave up after {timeout}s waiting for {what}; last: {last!r}\n{detail}")

@@ -15,11 +15,13 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from .conftest import wait_for as _wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -36,15 +38,9 @@ RELEASE = "gjtest"
 STORAGE_CLASS = "genjob-test-static"
 
 
-def wait_for(what: str, probe, timeout: float = 90, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+def wait_for(what: str, probe: Any, timeout: float = 90, interval: float = 1.0) -> Any:
+    """The shared poller with this module's defaults."""
+    return _wait_for(what, probe, timeout, interval)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -21,6 +22,8 @@ from genjob.queue import JobState, read_history
 from genjob.settings import GenjobSettings
 from genjob_operator.testing import OperatorProcess
 
+from .conftest import wait_for as _wait_for
+
 pytestmark = pytest.mark.cluster
 
 GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
@@ -30,15 +33,9 @@ LONG = {"width": 512, "height": 512, "steps": 30}  # ~30 s on 2 CPU cores: time 
 MEDIUM = {"width": 256, "height": 256, "steps": 30}
 
 
-def wait_for(what: str, probe, timeout: float = 60.0, interval: float = 0.2, logs=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    detail = "\n".join(p.log_tail() for p in (logs or []))
-    pytest.fail(f"gave up waiting for {what}\n{detail}")
+def wait_for(what: str, probe: Any, timeout: float = 60.0, interval: float = 0.2, logs: Any = ()) -> Any:
+    """The shared poller with this module's defaults."""
+    return _wait_for(what, probe, timeout, interval, logs)
 
 
 @pytest.fixture(scope="module")

@@ -9,28 +9,18 @@ nodes take GPU pods that tolerate their taint and only those.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 import yaml
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.cluster
 
 GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 GPU = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU, "value": "true", "effect": "NoSchedule"}
-
-
-def wait_for(what: str, probe, timeout: float = 90.0, interval: float = 0.5):
-    """Poll ``probe`` until it returns a truthy value; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"gave up waiting for {what}")
 
 
 def generation_job(name: str, **spec) -> dict:
