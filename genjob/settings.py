@@ -153,6 +153,12 @@ class ApiSettings(_Section):
     max_prompt_chars: int = Field(2000, ge=1)
     rate_limit_per_minute: int = Field(120, ge=1)
     public_url: str | None = None
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs (needs a configured "
+        "OTel provider). Off: the gateway exports Prometheus metrics, and the per-request provider "
+        "check costs about 5% of a submit's CPU.",
+    )
 
 
 class GenjobSettings(BaseSettings):

@@ -38,6 +38,13 @@ class ApiMetrics:
             ["code"],
             registry=self.registry,
         )
+        self._submitted_by_tier: dict[str, Any] = {}
+
+    def count_submitted(self, tier: str) -> None:
+        child = self._submitted_by_tier.get(tier)
+        if child is None:  # `labels()` costs more than the increment: keep the children
+            child = self._submitted_by_tier[tier] = self.submitted.labels(tier)
+        child.inc()
 
 
 class MetricsMiddleware:

@@ -34,9 +34,11 @@ from genjob.queue.records import (
 from genjob.queue.scripts import QueueScripts
 from genjob.settings import QueueSettings
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # json.dumps would build one per call
+
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(value)
 
 
 def enqueue_call(keys: RedisKeys, job: NewJob, events_max_length: int) -> tuple[list[str], list[Any]]:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from genjob.keys import RedisKeys
 from genjob.queue import JobQueue
@@ -150,6 +151,13 @@ def test_invalid_parameters_get_specific_422s(gateway: Gateway, submit: Submit) 
         "/v1/generations", content=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 422 and _error(r) == "invalid_json"
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = gateway.client("ent").post("/v1/generations", content=b'{"prompt": "x"}', headers=headers)
+        assert r.status_code == 415 and _error(r) == "unsupported_media_type", (content_type, r.text)
+        assert "Content-Type: application/json" in r.json()["error"]["message"]
+    r = submit("ent", {"prompt": "x", **SMALL}, headers={"Idempotency-Key": "k" * 256})
+    assert r.status_code == 422 and "Idempotency-Key" in r.json()["error"]["message"], r.text
     assert _pending(gateway) == before
 
 
@@ -160,12 +168,24 @@ def test_unknown_ids_and_paths_are_404_json(gateway: Gateway) -> None:
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
 
 
-def test_health_readiness_metrics_and_docs(gateway: Gateway) -> None:
+def test_health_readiness_metrics_and_docs(gateway: Gateway, submit: Submit) -> None:
+    """Probes, docs, and metrics by route template, including the submit route (served past
+    FastAPI's router) and its refusals."""
+    assert submit("ent", {"prompt": "x", **SMALL}).status_code == 202
+    assert submit("ent", {"prompt": "x", "width": 65}).status_code == 422
     c = gateway.client()
     assert c.get("/healthz").json() == {"status": "ok"}
     assert c.get("/readyz").json()["status"] == "ready"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(c.get("/metrics").text)
+        for s in family.samples
+    }
+    for status in ("202", "422"):
+        labels = (("method", "POST"), ("route", "/v1/generations"), ("status", status))
+        assert ("genjob_api_requests_total", labels) in samples
+    assert ("genjob_api_generations_submitted_total", (("tier", "enterprise"),)) in samples
     metrics = c.get("/metrics").text
-    assert "genjob_api_requests_total" in metrics and 'route="/v1/generations"' in metrics
     assert "genjob_api_refusals_total" in metrics
     assert c.get("/docs").status_code == 200
     schema = c.get("/openapi.json").json()

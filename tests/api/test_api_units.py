@@ -6,9 +6,10 @@ import json
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from genjob_api.auth import ApiKeyStore, KeysFileError, hash_key, new_key, parse_keys
-from genjob_api.backends import WaitEstimator
+from genjob_api.backends import WaitEstimator, iso_ms
 from genjob_api.client import parse_sse
 from genjob_api.errors import validation_message
 from genjob_api.idempotency import fingerprint
@@ -101,6 +102,18 @@ def test_fingerprint_ignores_key_order() -> None:
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
+@pytest.mark.parametrize("ms", [1, 999, 1_000, 1_763_877_437_042, 4_102_444_799_999])
+def test_timestamps_are_rfc3339_utc_with_milliseconds(ms: int) -> None:
+    from datetime import UTC, datetime
+
+    expected = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    assert iso_ms(ms) == expected.replace("+00:00", "Z")
+
+
+def test_no_timestamp_is_none() -> None:
+    assert iso_ms(None) is None and iso_ms(0) is None
+
+
 def test_wait_estimate_learns_from_finished_jobs() -> None:
     est = WaitEstimator(alpha=0.5)
     assert est.estimate(0, 1) == 10.0 and est.estimate(3, 2) == 20.0
@@ -109,11 +122,8 @@ def test_wait_estimate_learns_from_finished_jobs() -> None:
     assert est.mean_seconds == 6.0
 
 
-def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path) -> None:
-    """Submit (the one-command path) and a read both say the queue is unreachable and when
-    to retry, instead of a bare 500."""
-    from fastapi.testclient import TestClient
-
+def _app_without_redis(tmp_path):  # type: ignore[no-untyped-def]
+    """The gateway with one key ("k1", tier pro) and a Redis URL nothing listens on."""
     from genjob.localredis import free_port
     from genjob.settings import GenjobSettings
     from genjob_api.main import create_app
@@ -124,7 +134,15 @@ def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path) -> None:
         redis={"url": f"redis://127.0.0.1:{free_port()}/0", "socket_timeout_seconds": 2},
         api={"api_keys_file": str(keys)},
     )
-    with TestClient(create_app(settings, background=False)) as client:
+    return create_app(settings, background=False)
+
+
+def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path) -> None:
+    """Submit (the one-command path) and a read both say the queue is unreachable and when
+    to retry, instead of a bare 500."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(_app_without_redis(tmp_path)) as client:
         headers = {"Authorization": "Bearer k1"}
         answers = [
             client.post("/v1/generations", json={"prompt": "a fox"}, headers=headers),
@@ -134,3 +152,29 @@ def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path) -> None:
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "queue_unavailable"
         assert answer.headers["Retry-After"] == "5"
+
+
+def test_an_unexpected_error_on_the_submit_hot_path_is_a_json_500(tmp_path, monkeypatch) -> None:
+    """The hot path keeps the app's last-resort handler: a JSON 500 that says the details
+    are in the gateway's log, and the request counted under its route."""
+    from fastapi.testclient import TestClient
+
+    from genjob_api.routes import generations
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(generations, "build_spec", broken)
+    with TestClient(_app_without_redis(tmp_path), raise_server_exceptions=False) as client:
+        answer = client.post(
+            "/v1/generations", json={"prompt": "a fox"}, headers={"Authorization": "Bearer k1"}
+        )
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal_error", answer.text
+    counted = [
+        sample.labels
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "genjob_api_requests_total"
+    ]
+    assert {"route": "/v1/generations", "method": "POST", "status": "500"} in counted

@@ -8,7 +8,7 @@ see `JobBackend`, so both modes give the same API behaviour.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+import time
 from typing import Any, Protocol
 
 from genjob.jobspec import GenerationJobSpec
@@ -85,9 +85,11 @@ class WaitEstimator:
 
 
 def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as RFC 3339 UTC with milliseconds (`2026-11-23T05:57:17.042Z`)."""
     if not ms:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, millis = divmod(int(ms), 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def image_views(job_id: str, result: dict[str, Any] | None) -> tuple[list[ImageOut], list[str]]:
