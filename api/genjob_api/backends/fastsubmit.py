@@ -1,20 +1,23 @@
-"""The submit hot path of local mode: one Redis command on the asyncio client.
+"""The submit hot path of local mode: one Redis command per submit, batched per loop turn.
 
 `genjob/queue/lua/submit.lua` counts the request against the API key's rate limit,
 enqueues exactly as `JobQueue.enqueue` does (same Lua function, same arguments from
 `genjob.queue.core.enqueue_call`), and answers the job's queue position and the active
 worker count, indexing the job under its tenant on the way.
 
-One EVALSHA, packed by hiredis (C) and sent on a pooled connection: redis-py's asyncio
-client packs its ~25 arguments in Python and wraps each command in retry and pipeline
-bookkeeping, which cost more CPU on this path than the round trip itself (measured:
-bench/gateway.py, docs/performance.md). No automatic retry: a connection error reaches
-the caller as a 503 (errors.py); retrying is the client's call (an Idempotency-Key makes
-it safe).
+Each EVALSHA is packed by hiredis (C): redis-py's asyncio client packs its ~25 arguments in
+Python and wraps each command in retry and pipeline bookkeeping, which cost more CPU on
+this path than the round trip itself. The submits issued during one event-loop turn go
+out as one pipeline on one pooled connection (one write, one read of all replies): under
+load that is several submits per round trip, and one pool checkout, one syscall each way
+and one wake-up for all of them (measured: bench/gateway.py, docs/performance.md).
+No automatic retry: a connection error reaches every submit of its batch, and the caller
+as a 503 (errors.py); retrying is the client's call (an Idempotency-Key makes it safe).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +53,8 @@ class FastSubmitter:
         self.sha: str | None = None
         self.events_max_length = events_max_length
         self.retention_ms = retention_seconds * 1000
+        self._waiting: list[tuple[bytes, asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, job: NewJob, tenant: str, rate: RateCounter | None = None) -> Submitted:
         """Enqueue (counting the request on `rate` first, if given); RateLimitedError when over."""
@@ -81,16 +86,60 @@ class FastSubmitter:
 
     async def _evalsha(self, keys: list[str], args: list[Any]) -> list[Any]:
         packed = hiredis.pack_command(("EVALSHA", self.sha, len(keys), *keys, *args))
+        reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            sender = asyncio.ensure_future(self._send_waiting())
+            self._sending.add(sender)  # the loop keeps only weak references to tasks
+            sender.add_done_callback(self._sending.discard)
+        self._waiting.append((packed, reply))
+        return await reply
+
+    async def _send_waiting(self) -> None:
+        """Send what waits on one connection and hand each reply (or error reply) to its waiter.
+
+        A task starts at the next loop turn, so every submit of this turn has joined by then.
+        A submit cancelled before its command left is not sent; one cancelled later still ran."""
+        batch = [(packed, waiter) for packed, waiter in self._waiting if not waiter.done()]
+        self._waiting = []
+        if not batch:
+            return
         pool = self.client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        connection = None
         try:
-            await connection.send_packed_command(packed)
-            reply = await connection.read_response()
-        except ResponseError:  # an error reply (e.g. NOSCRIPT): the connection is in step
-            raise
-        except BaseException:  # I/O error, timeout, cancellation: a reply may be in flight
-            await connection.disconnect()
-            raise
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            await connection.send_packed_command(b"".join(packed for packed, _ in batch))
+            for _, waiter in batch:
+                try:
+                    reply = await connection.read_response()
+                except ResponseError as exc:  # an error reply (e.g. NOSCRIPT): the connection is in step
+                    _settle(waiter, exc)
+                else:
+                    _settle(waiter, reply)
+        except BaseException as exc:  # I/O error, timeout, cancellation: replies may be in flight
+            if connection is not None:
+                await connection.disconnect()
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            await pool.release(connection)
-        return reply  # type: ignore[no-any-return]
+            if connection is not None:
+                await pool.release(connection)
+
+
+def _settle(waiter: asyncio.Future[Any], outcome: Any) -> None:
+    if waiter.done():
+        return
+    if isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
+
+
+def _fail(batch: list[tuple[bytes, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, waiter in batch:
+        if waiter.done():
+            continue
+        if isinstance(exc, Exception):
+            waiter.set_exception(exc)
+        else:  # cancelled: so are its waiters
+            waiter.cancel()
