@@ -12,6 +12,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:wake:{tier}` | list | wake-up tokens idle workers block on (one per enqueue) |
 | `{p}:dead:{tier}` | list | dead-lettered ids, newest first |
 | `{p}:events` | stream | every state change and progress report |
+| `{p}:events:final` | stream | the final events only (succeeded, failed, cancelled): webhook delivery |
 | `{p}:workers` | sorted set | worker ids scored by last heartbeat |
 | `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
@@ -62,6 +63,11 @@ class RedisKeys:
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"
+
+    @property
+    def final_events(self) -> str:
+        """Written by the scripts as the events key + ":final" (lua/_prelude.lua, `emit`)."""
+        return f"{self.events}:final"
 
     @property
     def workers(self) -> str:

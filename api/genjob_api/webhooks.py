@@ -5,8 +5,9 @@ Signature (Standard-Webhooks style): headers `Webhook-Id` (the job id), `Webhook
 where the secret is the API key's `webhook_secret`. Receivers recompute the HMAC, compare
 in constant time and refuse old timestamps (`verify_signature` below does both).
 
-Delivery: a background thread of the gateway reads the queue's event stream through its
-own consumer group, so each final event is handled by one gateway replica and an event
+Delivery: a background thread of the gateway reads the queue's final events (the stream
+`RedisKeys.final_events`: succeeded, failed, cancelled; not the progress reports) through
+its own consumer group, so each final event is handled by one gateway replica and an event
 whose delivery did not finish (crash, restart) is read again; entries a dead replica left
 unacknowledged are adopted after `ADOPT_IDLE_MS`. The backend says which events want a
 webhook (`JobBackend.webhook_target`: local mode reads the job's queue metadata, cluster
@@ -118,7 +119,13 @@ class WebhookDispatcher:
         while not self._stop.is_set():
             try:
                 if reader is None:
-                    reader = EventReader(self.client, self.keys, self.consumer, group=CONSUMER_GROUP)
+                    reader = EventReader(
+                        self.client,
+                        self.keys,
+                        self.consumer,
+                        group=CONSUMER_GROUP,
+                        stream=self.keys.final_events,
+                    )
                 events = reader.read(count=READ_BATCH, block_ms=1000)
                 if time.monotonic() >= next_adopt:
                     next_adopt = time.monotonic() + 60
@@ -130,7 +137,7 @@ class WebhookDispatcher:
                 self._stop.wait(2)
                 continue
             if events:
-                # Let events gather: every job's every event passes here, and reading them in
+                # Let events gather: every job's final event passes here, and reading them in
                 # batches keeps this thread's share of the gateway's CPU small under load.
                 self._stop.wait(BATCH_PAUSE_SECONDS)
 

@@ -64,7 +64,8 @@ class JobEvent:
 
 
 class EventReader:
-    """Reads the stream as one consumer of a consumer group."""
+    """Reads the event stream (or `stream`, e.g. `keys.final_events`) as one consumer of a
+    consumer group."""
 
     def __init__(
         self,
@@ -72,9 +73,10 @@ class EventReader:
         keys: RedisKeys,
         consumer: str,
         group: str = EVENTS_CONSUMER_GROUP,
+        stream: str | None = None,
     ) -> None:
         self.client = client
-        self.stream = keys.events
+        self.stream = stream or keys.events
         self.group = group
         self.consumer = consumer
         self._backlog_done = False

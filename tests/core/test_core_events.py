@@ -46,3 +46,22 @@ def test_a_new_consumer_adopts_what_a_dead_one_left(job_queue: JobQueue, redis_c
     heir = EventReader(redis_client, keys, consumer="op-new")
     adopted = heir.adopt_idle(min_idle_ms=0)
     assert [e.job_id for e in adopted] == ["a"]
+
+
+def test_final_events_are_also_on_the_final_stream(job_queue: JobQueue, redis_client: redis.Redis) -> None:
+    """succeeded, failed (for good) and cancelled reach `final_events` once each; queued, running,
+    progress and retrying stay on the main stream only."""
+    keys = RedisKeys("t")
+    for job_id in ("ok", "bad", "gone"):
+        job_queue.enqueue(NewJob(job_id, "free", {}, max_attempts=1))
+    job_queue.cancel("gone")
+    for claimed in job_queue.claim(["free"], "w1", max_jobs=2):
+        job_queue.report_progress(claimed, "w1", 1, 2)
+        if claimed.id == "ok":
+            job_queue.complete(claimed, {"images": []})
+        else:
+            job_queue.fail(claimed, "GenerationError", "boom", retryable=True)  # no attempts left
+    final = [(f["type"], f["job"]) for _, f in redis_client.xrange(keys.final_events)]
+    assert sorted(final) == [("cancelled", "gone"), ("failed", "bad"), ("succeeded", "ok")]
+    everything = {f["type"] for _, f in redis_client.xrange(keys.events)}
+    assert {"queued", "running", "progress"} <= everything

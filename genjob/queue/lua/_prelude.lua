@@ -5,11 +5,19 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+local FINAL = {succeeded = true, failed = true, cancelled = true}
+
 -- Append one event to the stream. `fields` is a flat list of extra name/value pairs.
+-- A final event also goes to `<stream>:final` (RedisKeys.final_events), which webhook
+-- delivery reads instead of every progress report.
 local function emit(stream, maxlen, kind, job_id, tier, ts, fields)
   local args = {stream, 'MAXLEN', '~', maxlen, '*', 'type', kind, 'job', job_id, 'tier', tier, 'ts', ts}
   for i = 1, #fields do args[#args + 1] = fields[i] end
   redis.call('XADD', unpack(args))
+  if FINAL[kind] then
+    args[1] = stream .. ':final'
+    redis.call('XADD', unpack(args))
+  end
 end
 
 -- Put a job id back on its pending list so it is claimed next, and wake one idle worker.
