@@ -9,7 +9,9 @@ client on asyncio (cheap, so it steals as little CPU as possible from the server
 2-core machine). Rounds alternate reference / gateway; medians of the rounds are
 reported. The gateway runs in local mode against a private redis-server; the key's tier
 has no worker, so jobs only queue. Also reported: Redis round trips and commands per POST
-(counted in-process on the client connection, and on the server with INFO commandstats).
+(one request at a time: counted in-process on the client connection, and on the server with
+INFO commandstats), and under the load Redis socket reads per POST (INFO stats: submits
+issued in one event-loop turn go out in one write).
 
     python -m bench.gateway               # about 1.5 minutes
     GENJOB_BENCH_QUICK=1 python -m bench.gateway
@@ -202,6 +204,8 @@ def main() -> None:
     procs = {kind: _start(kind, port, env) for kind, port in ports.items()}
     results: dict[str, list[tuple[float, list[float], list[int]]]] = {"reference": [], "gateway": []}
     cpu_ms: dict[str, list[float]] = {"reference": [], "gateway": []}
+    stats = server.client()
+    reads_under_load = 0  # socket reads on the Redis server during gateway rounds
     try:
         for kind, port in ports.items():
             print(f"warm-up {kind} ({WARMUP_SECONDS:.0f}s)", flush=True)
@@ -209,8 +213,11 @@ def main() -> None:
         for i in range(ROUNDS):
             for kind, port in ports.items():
                 cpu = _cpu_seconds(procs[kind].pid)
+                reads = int(stats.info("stats")["total_reads_processed"])
                 rps, lat, errors = asyncio.run(_load(port, ROUND_SECONDS))
                 cpu_ms[kind].append((_cpu_seconds(procs[kind].pid) - cpu) * 1000 / max(1, len(lat)))
+                if kind == "gateway":
+                    reads_under_load += int(stats.info("stats")["total_reads_processed"]) - reads
                 results[kind].append((rps, lat, errors))
                 print(
                     f"round {i + 1}/{ROUNDS} {kind:<9} {rps:8.0f} req/s  p50 {_p(lat, 0.5):6.1f} ms  "
@@ -239,9 +246,12 @@ def main() -> None:
         return statistics.median(_p(r[1], q) for r in results[kind])
 
     value, reference = median_rps("gateway"), median_rps("reference")
+    gateway_posts = sum(len(r[1]) for r in results["gateway"])
     print(
         f"Redis per POST: {trips:.2f} round trips, "
-        f"{commands / max(1, posts):.2f} commands (incl. script calls)"
+        f"{commands / max(1, posts):.2f} commands (incl. script calls); under load "
+        f"{reads_under_load / max(1, gateway_posts):.2f} Redis socket reads per POST "
+        "(submits of one event-loop turn share one write)"
     )
     print(
         json.dumps(
@@ -265,6 +275,7 @@ def main() -> None:
                     "non_202": sum(len(r[2]) for r in results["gateway"]),
                     "redis_round_trips_per_post": round(trips, 2),
                     "redis_commands_per_post": round(commands / max(1, posts), 2),
+                    "redis_reads_per_post_under_load": round(reads_under_load / max(1, gateway_posts), 3),
                     "quick": QUICK,
                     "server": "1 uvicorn process ({}), loopback, access log off".format(
                         "h11, asyncio" if SERVER else "httptools, uvloop"
