@@ -36,11 +36,10 @@ import redis
 import structlog
 
 from genjob.keys import RedisKeys
-from genjob.queue import EventReader, EventType, JobEvent
+from genjob.queue import EventReader, JobEvent
 
 log = structlog.get_logger("genjob.api.webhooks")
 CONSUMER_GROUP = "genjob-gateway-webhooks"
-FINAL_EVENTS = {EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
 ADOPT_IDLE_MS = 10 * 60 * 1000  # longer than any delivery's retries take
 READ_BATCH = 500
 BATCH_PAUSE_SECONDS = 0.2
@@ -146,7 +145,7 @@ class WebhookDispatcher:
         done = []
         for event in events:
             try:
-                target = self.target_of(event) if event.type in FINAL_EVENTS else None
+                target = self.target_of(event)  # the stream holds final events only
             except Exception as exc:  # the Kubernetes API or Redis hiccuped: adopted again later
                 log.warning("webhook target lookup failed", job_id=event.job_id, error=str(exc))
                 continue
