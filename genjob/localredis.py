@@ -2,6 +2,7 @@
 
 It listens on loopback only, on a free port unless one is given, keeps its data in its own
 directory, and can run with AOF persistence and a password, like the Redis the chart ships.
+It stops when the process that started it dies (`genjob.childproc`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+from genjob.childproc import tied_to_parent
 
 
 class RedisServerError(RuntimeError):
@@ -76,7 +79,10 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.new_session
+            tied_to_parent(args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=self.new_session,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -28,6 +28,7 @@ from typing import IO
 import httpx
 import redis
 
+from genjob.childproc import tied_to_parent
 from genjob.localredis import RedisServer, free_port
 from genjob.settings import GenjobSettings
 from genjob_api.auth import entry_json, new_key
@@ -105,7 +106,7 @@ class LocalStack:
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        cmd = [sys.executable, "-m", "genjob.cli", *args]
+        cmd = tied_to_parent([sys.executable, "-m", "genjob.cli", *args])  # no orphans if `up` is killed
         if self.stream_logs:
             process = subprocess.Popen(
                 cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True

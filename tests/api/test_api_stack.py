@@ -106,3 +106,55 @@ def test_demo_fails_fast_and_clearly_when_the_worker_dies(tmp_path: Path) -> Non
     assert done.returncode == 1, done.stderr
     assert "demo failed: worker-1 exited with" in done.stderr and str(missing) in done.stderr, done.stderr
     assert not (tmp_path / "fox.png").exists()
+
+
+def _children(pid: int) -> set[int]:
+    """Direct children of a process (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # exited; waiting for init to reap it
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_killed_up_leaves_no_children_running(tmp_path: Path) -> None:
+    """kill -9 of `genjob up` (no chance to stop anything itself): the kernel stops its gateway,
+    worker and redis-server, so nothing is left holding the ports or the GPU."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENJOB_")}
+    env["GENJOB_REDIS__URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing there: `up` starts its own
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "genjob.cli", "up", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    children: set[int] = set()
+    try:
+        _wait_for_line(log, "Ctrl-C stops everything", up, timeout=180)
+        children = _children(up.pid)
+        assert len(children) >= 3, children  # redis-server, gateway, worker
+        os.kill(up.pid, signal.SIGKILL)
+        up.wait()
+        deadline = time.monotonic() + 60
+        while not all(_gone(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(_gone(pid) for pid in children), [p for p in children if not _gone(p)]
+        assert _refused(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        for pid in children:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
