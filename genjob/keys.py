@@ -14,6 +14,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:events` | stream | every state change and progress report |
 | `{p}:events:final` | stream | the final events only (succeeded, failed, cancelled): webhook delivery |
 | `{p}:workers` | sorted set | worker ids scored by last heartbeat |
+| `{p}:workers:{tier}` | sorted set | workers that claimed from the tier or ran its jobs, by last seen |
 | `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
 | `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
@@ -72,6 +73,9 @@ class RedisKeys:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    def tier_workers(self, tier: str) -> str:
+        return f"{self.prefix}:workers:{tier}"
 
     def rate_limit(self, key_id: str, window: int) -> str:
         return f"{self.prefix}:ratelimit:{key_id}:{window}"

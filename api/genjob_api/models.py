@@ -114,13 +114,13 @@ class TierQueue(Wire):
     delayed: int
     dead_lettered: int
     oldest_pending_age_seconds: float
-    workers: int = Field(..., description="Active workers (all pools; the queue tracks no per-tier count).")
+    workers: int = Field(..., description="Active workers serving this tier (seen in the last minute).")
     estimated_wait_seconds: float
 
 
 class QueuesOut(Wire):
     tiers: list[TierQueue]
-    workers: int
+    workers: int = Field(..., description="Active workers of all pools (a worker may serve several tiers).")
 
 
 class DeadLetterOut(Wire):

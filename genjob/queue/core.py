@@ -11,6 +11,7 @@ Each call is one round trip (one script) unless said otherwise.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -147,7 +148,7 @@ class JobQueue:
         k = self.keys
         keys = [k.events, k.workers]
         for t in tiers:
-            keys += [k.pending(t), k.inflight(t), k.queued_at(t), k.delayed(t), k.wake(t)]
+            keys += [k.pending(t), k.inflight(t), k.queued_at(t), k.delayed(t), k.wake(t), k.tier_workers(t)]
         lease_ms = int(self.settings.lease_seconds * 1000)
         flat = self.scripts.claim(keys=keys, args=[k.job_prefix, worker, lease_ms, max_jobs, self._maxlen])
         n = ClaimedJob.FIELDS
@@ -166,7 +167,7 @@ class JobQueue:
     def _touch(self, job: ClaimedJob, worker: str, step: str, total: str) -> Touch:
         k = self.keys
         ok, value = self.scripts.touch(
-            keys=[k.job(job.id), k.inflight(job.tier), k.events, k.workers],
+            keys=[k.job(job.id), k.inflight(job.tier), k.events, k.workers, k.tier_workers(job.tier)],
             args=[
                 job.id,
                 job.lease,
@@ -345,9 +346,13 @@ class JobQueue:
         pos = cast("int | None", self.client.lpos(self.keys.pending(job.tier), job.id))
         return pos
 
-    def stats(self, tiers: Sequence[str] | None = None) -> list[TierStats]:
-        """Pending, in-flight, delayed and dead-lettered counts and oldest pending age per tier,
-        in one round trip."""
+    def stats(
+        self, tiers: Sequence[str] | None = None, worker_window_seconds: float = 60.0
+    ) -> list[TierStats]:
+        """Pending, in-flight, delayed and dead-lettered counts, oldest pending age and active
+        workers per tier, in one round trip (the worker window is measured on this host's clock:
+        the ages use Redis's, which the same pipeline reads)."""
+        since_ms = int((time.time() - worker_window_seconds) * 1000)
         names = list(tiers or self.tiers)
         for t in names:
             self._check_tier(t)
@@ -360,18 +365,21 @@ class JobQueue:
                 pipe.zcard(k.delayed(t))
                 pipe.llen(k.dead(t))
                 pipe.zrange(k.queued_at(t), 0, 0, withscores=True)
+                pipe.zcount(k.tier_workers(t), since_ms, "+inf")
             replies = pipe.execute()
         seconds, micros = replies[0]
         now_ms = seconds * 1000 + micros // 1000
         out = []
         for i, t in enumerate(names):
-            pending, inflight, delayed, dead, oldest = replies[1 + i * 5 : 6 + i * 5]
+            pending, inflight, delayed, dead, oldest, workers = replies[1 + i * 6 : 7 + i * 6]
             age = max(0.0, (now_ms - oldest[0][1]) / 1000) if oldest else 0.0
-            out.append(TierStats(t, pending, inflight, delayed, dead, age))
+            out.append(TierStats(t, pending, inflight, delayed, dead, age, workers))
         return out
 
-    def active_workers(self, within_seconds: float = 60.0) -> int:
-        """Workers that claimed or heartbeated recently."""
+    def active_workers(self, within_seconds: float = 60.0, tier: str | None = None) -> int:
+        """Workers that claimed or heartbeated recently (of one tier: that claimed from it or
+        ran one of its jobs)."""
         seconds, micros = self.client.time()
         since_ms = seconds * 1000 + micros // 1000 - within_seconds * 1000
-        return self.client.zcount(self.keys.workers, since_ms, "+inf")
+        key = self.keys.tier_workers(self._check_tier(tier)) if tier else self.keys.workers
+        return self.client.zcount(key, since_ms, "+inf")

@@ -187,3 +187,4 @@ class TierStats:
     delayed: int
     dead: int
     oldest_pending_age_seconds: float
+    workers: int = 0  # seen in the last `stats(worker_window_seconds=...)`

@@ -133,6 +133,7 @@ def test_queue_positions_and_queues_endpoint(gateway: Gateway, submit: Submit) -
     assert list(tiers) == ["enterprise", "studio", "pro", "starter", "free"]
     assert tiers["enterprise"]["pending"] >= 2 and tiers["enterprise"]["estimatedWaitSeconds"] > 0
     assert data["workers"] >= 1
+    assert tiers["enterprise"]["workers"] == 0 and tiers["pro"]["workers"] >= 1  # the worker serves pro..free
 
 
 def test_idempotency_key_same_body_same_job_other_body_conflict(gateway: Gateway, submit: Submit) -> None:

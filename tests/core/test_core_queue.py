@@ -298,6 +298,19 @@ def test_stats_report_counts_and_oldest_age(job_queue: JobQueue) -> None:
     assert job_queue.active_workers() == 1
 
 
+def test_workers_are_counted_per_tier_they_serve(job_queue: JobQueue) -> None:
+    """A worker counts for every tier it claims from (found work or not), and for the tier of a
+    job it heartbeats; the total counts each worker once."""
+    job_queue.claim(["pro", "free"], "w-small")
+    job_queue.enqueue(job("e1", tier="enterprise"))
+    (running,) = job_queue.claim(["enterprise"], "w-big")
+    job_queue.heartbeat(running, "w-other")  # e.g. a job adopted by another worker process
+    counts = {s.tier: s.workers for s in job_queue.stats()}
+    assert counts == {"enterprise": 2, "studio": 0, "pro": 1, "starter": 0, "free": 1}
+    assert job_queue.active_workers(tier="pro") == 1 and job_queue.active_workers() == 3
+    assert {s.tier: s.workers for s in job_queue.stats(worker_window_seconds=-1)}["enterprise"] == 0
+
+
 def test_every_state_change_is_an_event_in_order(job_queue: JobQueue, redis_client: redis.Redis) -> None:
     job_queue.enqueue(NewJob("a", "free", {"p": 1}, meta={"name": "fox"}))
     (claimed,) = job_queue.claim(["free"], "w")

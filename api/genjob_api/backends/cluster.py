@@ -188,7 +188,7 @@ class ClusterBackend:
                 pipe.lpos(keys.pending(view.tier), obj["metadata"].get("uid", ""))
             else:
                 pipe.llen(keys.pending(view.tier))
-            pipe.zcount(keys.workers, int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf")
+            pipe.zcount(keys.tier_workers(view.tier), int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf")
             position, workers = pipe.execute()
         if position is None:
             return view

@@ -59,7 +59,11 @@ class FastSubmitter:
     async def submit(self, job: NewJob, tenant: str, rate: RateCounter | None = None) -> Submitted:
         """Enqueue (counting the request on `rate` first, if given); RateLimitedError when over."""
         keys, args = enqueue_call(self.keys, job, self.events_max_length)
-        keys += [self.keys.workers, self.keys.tenant_jobs(tenant), rate.key if rate else ""]  # "": unused
+        keys += [
+            self.keys.tier_workers(job.tier),
+            self.keys.tenant_jobs(tenant),
+            rate.key if rate else "",
+        ]  # "": unused
         args += [rate.limit if rate else 0, WINDOW_SECONDS + 1, WORKER_WINDOW_MS, self.retention_ms]
         reply = await self._run(keys, args)
         decision = RateDecision.of(int(reply[1]), rate.limit, rate.now) if rate else None

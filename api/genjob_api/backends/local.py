@@ -136,7 +136,9 @@ class LocalBackend:
         if record.state == JobState.QUEUED:
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.lpos(self.keys.pending(record.tier), record.id)
-                pipe.zcount(self.keys.workers, int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf")
+                pipe.zcount(
+                    self.keys.tier_workers(record.tier), int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf"
+                )
                 position, workers = pipe.execute()
         return self._view(record, position, workers)
 

@@ -15,9 +15,8 @@ router = APIRouter(prefix="/v1/queues", tags=["queues"])
 )
 def list_queues(caller: CallerDep, state: StateDep) -> QueuesOut:
     stats = state.queue.stats(state.settings.ordered_tier_names())
-    workers = state.queue.active_workers()
     return QueuesOut(
-        workers=workers,
+        workers=state.queue.active_workers(),
         tiers=[
             TierQueue(
                 tier=s.tier,
@@ -26,8 +25,8 @@ def list_queues(caller: CallerDep, state: StateDep) -> QueuesOut:
                 delayed=s.delayed,
                 dead_lettered=s.dead,
                 oldest_pending_age_seconds=round(s.oldest_pending_age_seconds, 3),
-                workers=workers,
-                estimated_wait_seconds=state.estimator.estimate(s.pending + s.inflight, workers)
+                workers=s.workers,
+                estimated_wait_seconds=state.estimator.estimate(s.pending + s.inflight, s.workers)
                 if s.pending
                 else 0.0,
             )

@@ -1,6 +1,6 @@
 -- Claim up to N jobs from an ordered list of tiers; each claim leaves a lease.
--- KEYS: 1 events stream, 2 workers zset, then per tier (in claim order) 5 keys:
---       pending list, in-flight zset, queued-at zset, delayed zset, wake list
+-- KEYS: 1 events stream, 2 workers zset, then per tier (in claim order) 6 keys:
+--       pending list, in-flight zset, queued-at zset, delayed zset, wake list, tier's workers zset
 -- ARGV: 1 job key prefix, 2 worker id, 3 lease ms, 4 max jobs, 5 events maxlen
 -- Returns a flat list, 8 fields per claimed job:
 --   id, tier, lease token, spec JSON, attempts, max attempts, enqueued_at ms, meta JSON
@@ -9,11 +9,12 @@ local prefix, worker, lease_ms, max_jobs, maxlen = ARGV[1], ARGV[2], tonumber(AR
 local now = now_ms()
 local out = {}
 local claimed, batch_key = 0, nil
-local ntiers = (#KEYS - 2) / 5
+local ntiers = (#KEYS - 2) / 6
 redis.call('ZADD', KEYS[2], now, worker)
+for t = 1, ntiers do redis.call('ZADD', KEYS[2 + t * 6], now, worker) end
 
 for t = 1, ntiers do
-  local b = 2 + (t - 1) * 5
+  local b = 2 + (t - 1) * 6
   local pending, inflight, queued_at, delayed, wake = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4], KEYS[b + 5]
   -- Retries whose backoff has passed become claimable first.
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 100)

@@ -1,10 +1,10 @@
 -- The gateway's submit (local mode) in one round trip: count the API key's request against
 -- its rate limit, enqueue (as enqueue.lua), and answer what the 202 needs.
--- KEYS: 1-5 as enqueue.lua, 6 workers zset, 7 the tenant's job index, 8 the key's rate counter
+-- KEYS: 1-5 as enqueue.lua, 6 the tier's workers zset, 7 the tenant's job index, 8 the key's rate counter
 -- ARGV: 1-9 as enqueue.lua, 10 requests allowed in this window (0: do not count),
 --       11 counter TTL seconds, 12 worker liveness window ms, 13 index retention ms
 -- Returns {0, count} when over the limit (nothing queued), else
--- {1, count, created, state, 0-based position or -1 (claimed already), active workers, now}.
+-- {1, count, created, state, 0-based position or -1 (claimed already), the tier's active workers, now}.
 local limit, count = tonumber(ARGV[10]), 0
 if limit > 0 then
   count = redis.call('INCR', KEYS[8])
