@@ -153,6 +153,13 @@ class ApiSettings(_Section):
     max_prompt_chars: int = Field(2000, ge=1)
     rate_limit_per_minute: int = Field(120, ge=1)
     public_url: str | None = None
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook URLs on loopback, private, link-local and other non-public "
+        "addresses (local development, in-cluster receivers). Off: such URLs are refused at "
+        "submit (IP literals) and at delivery (what a host name resolves to), so a webhook "
+        "cannot reach the cloud metadata service or internal services.",
+    )
     opentelemetry: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry spans, metrics and logs (needs a configured "

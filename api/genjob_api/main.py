@@ -49,7 +49,13 @@ def _start_webhooks(state: GatewayState) -> Any:
         return view.model_dump(mode="json", by_alias=True)
 
     dispatcher = WebhookDispatcher(
-        state.client, state.keys, state.backend.webhook_target, secret_of, payload_of, consumer_name()
+        state.client,
+        state.keys,
+        state.backend.webhook_target,
+        secret_of,
+        payload_of,
+        consumer_name(),
+        allow_private=state.settings.api.webhook_allow_private,
     )
     dispatcher.start()
     return dispatcher

@@ -101,6 +101,8 @@ class LocalStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # A development stack on loopback: webhooks to a receiver on this machine are the norm.
+        env.setdefault("GENJOB_API__WEBHOOK_ALLOW_PRIVATE", "true")
         if self.redis_server is not None:
             env.pop("GENJOB_REDIS__PASSWORD", None)
         return env

@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +55,31 @@ class WebhookTarget:
     url: str
     key_id: str
     tenant: str
+
+
+def non_public_address(host: str, resolve: bool) -> str | None:
+    """The first non-public address `host` is or (with `resolve`) resolves to, else None.
+
+    Non-public: loopback, private, link-local (cloud metadata at 169.254.169.254), shared,
+    reserved, multicast, unspecified. Without `resolve` only IP literals and `localhost` are
+    judged (no DNS lookup: the submit path must not block)."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return "localhost"
+    try:
+        addresses = [ipaddress.ip_address(name)]
+    except ValueError:
+        if not resolve:
+            return None
+        try:
+            infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return None  # the POST will fail and say so
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        if not address.is_global:
+            return str(address)
+    return None
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -87,8 +114,10 @@ class WebhookDispatcher:
         max_attempts: int = 6,
         backoff_seconds: float = 1.0,
         timeout_seconds: float = 10.0,
+        allow_private: bool = False,
     ) -> None:
         self.client = client
+        self.allow_private = allow_private
         self.keys = keys
         self.target_of = target_of
         self.secret_of = secret_of
@@ -170,6 +199,17 @@ class WebhookDispatcher:
         secret = self.secret_of(target.key_id)
         if secret is None:
             log.warning("webhook skipped: the API key is gone or has no secret", job_id=target.job_id)
+            return False
+        host = httpx.URL(target.url).host
+        refused = None if self.allow_private else non_public_address(host, resolve=True)
+        if refused:
+            log.warning(
+                "webhook refused: its host is not a public address (set api.webhook_allow_private "
+                "to allow it)",
+                job_id=target.job_id,
+                host=host,
+                address=refused,
+            )
             return False
         body: bytes | None = None
         for attempt in range(1, self.max_attempts + 1):

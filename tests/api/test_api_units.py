@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 
@@ -122,14 +123,16 @@ def test_wait_estimate_learns_from_finished_jobs() -> None:
     assert est.mean_seconds == 6.0
 
 
-def _app_without_redis(tmp_path):  # type: ignore[no-untyped-def]
-    """The gateway with one key ("k1", tier pro) and a Redis URL nothing listens on."""
+def _app_without_redis(tmp_path, **key_fields):  # type: ignore[no-untyped-def]
+    """The gateway with one key ("k1", tier pro, plus `key_fields`) and a Redis URL nothing
+    listens on."""
     from genjob.localredis import free_port
     from genjob.settings import GenjobSettings
     from genjob_api.main import create_app
 
     keys = tmp_path / "keys.json"
-    keys.write_text(json.dumps([{"key_sha256": hash_key("k1"), "tenant": "t", "tier": "pro"}]))
+    entry = {"key_sha256": hash_key("k1"), "tenant": "t", "tier": "pro", **key_fields}
+    keys.write_text(json.dumps([entry]))
     settings = GenjobSettings(
         redis={"url": f"redis://127.0.0.1:{free_port()}/0", "socket_timeout_seconds": 2},
         api={"api_keys_file": str(keys)},
@@ -178,3 +181,74 @@ def test_an_unexpected_error_on_the_submit_hot_path_is_a_json_500(tmp_path, monk
         if sample.name == "genjob_api_requests_total"
     ]
     assert {"route": "/v1/generations", "method": "POST", "status": "500"} in counted
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("169.254.169.254", "169.254.169.254"),  # cloud metadata
+        ("10.0.3.7", "10.0.3.7"),
+        ("[::1]", "::1"),
+        ("::ffff:192.168.1.1", str(ipaddress.ip_address("::ffff:192.168.1.1"))),  # IPv4-mapped
+        ("localhost", "localhost"),
+        ("api.localhost", "localhost"),
+        ("93.184.216.34", None),
+        ("hooks.example.com", None),  # not resolved at submit
+    ],
+)
+def test_webhook_hosts_on_non_public_addresses_are_named(host: str, refused: str | None) -> None:
+    from genjob_api.webhooks import non_public_address
+
+    assert non_public_address(host, resolve=False) == refused
+
+
+def test_webhook_delivery_resolves_the_host_and_refuses_internal_addresses(monkeypatch) -> None:
+    """A public-looking name that resolves to an internal address is not called (and nothing is
+    fetched for it); with api.webhook_allow_private it is."""
+    import socket
+
+    import httpx
+
+    from genjob.keys import RedisKeys
+    from genjob_api.webhooks import WebhookDispatcher, WebhookTarget
+
+    def resolve(name: str, *_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
+        assert name == "hooks.internal.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    posted: list[httpx.Request] = []
+    target = WebhookTarget("gen-1", "http://hooks.internal.example/hook", "k", "t")
+    outcomes = []
+    for allow_private in (False, True):
+        dispatcher = WebhookDispatcher(
+            None,  # type: ignore[arg-type]  # no Redis: deliver() alone
+            RedisKeys("x"),
+            lambda _event: None,
+            lambda _key_id: "s" * 32,
+            lambda t: {"id": t.job_id, "status": "succeeded"},
+            "c",
+            max_attempts=1,
+            allow_private=allow_private,
+        )
+        dispatcher.http = httpx.Client(
+            transport=httpx.MockTransport(lambda r: posted.append(r) or httpx.Response(204))
+        )
+        outcomes.append(dispatcher.deliver(target))
+    assert outcomes == [False, True]
+    assert [str(r.url) for r in posted] == ["http://hooks.internal.example/hook"]
+
+
+def test_a_webhook_to_an_internal_address_is_refused_at_submit(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(_app_without_redis(tmp_path, webhook_secret="s" * 32)) as client:
+        answer = client.post(
+            "/v1/generations",
+            json={"prompt": "a fox", "webhook": {"url": "http://169.254.169.254/latest/meta-data"}},
+            headers={"Authorization": "Bearer k1"},
+        )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "webhook_url_not_allowed" and "api.webhook_allow_private" in error["message"]

@@ -65,6 +65,7 @@ def cluster_gateway(
         KUBECONFIG=str(cluster.kubeconfig),
         GENJOB_API__MODE="cluster",
         GENJOB_API__API_KEYS_FILE=str(root / "keys.json"),
+        GENJOB_API__WEBHOOK_ALLOW_PRIVATE="true",  # the test receiver listens on loopback
         GENJOB_REDIS__URL=redis_server.url,
         GENJOB_REDIS__KEY_PREFIX=f"cl{tenant}",
         GENJOB_RESULTS__PATH=str(root / "results"),

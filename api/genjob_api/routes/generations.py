@@ -52,6 +52,7 @@ from genjob_api.models import (
 from genjob_api.ratelimit import RateCounter, RateLimitedError
 from genjob_api.sse import job_events
 from genjob_api.state import GatewayState
+from genjob_api.webhooks import non_public_address
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
@@ -93,12 +94,22 @@ def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> 
                 "prompt_too_long",
                 f"{field} has {len(text)} characters; the limit is {api.max_prompt_chars}",
             )
-    if body.webhook is not None and not caller.webhook_secret:
-        raise ApiError(
-            422,
-            "webhook_not_configured",
-            "this API key has no webhook signing secret; ask an admin to set webhook_secret on the key",
-        )
+    if body.webhook is not None:
+        if not caller.webhook_secret:
+            raise ApiError(
+                422,
+                "webhook_not_configured",
+                "this API key has no webhook signing secret; ask an admin to set webhook_secret on the key",
+            )
+        host = body.webhook.url.host or ""
+        refused = None if api.webhook_allow_private else non_public_address(host, resolve=False)
+        if refused:
+            raise ApiError(
+                422,
+                "webhook_url_not_allowed",
+                f"webhook host {host!r} is not a public address ({refused}); use a public URL, or "
+                "ask an operator to set api.webhook_allow_private",
+            )
     try:
         spec = GenerationJobSpec(**body.spec_fields(), tier=caller.tier, owner=caller.tenant)
         return admit(spec, caller.tenant, state.settings)
