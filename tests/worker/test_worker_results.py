@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from genjob.settings import ResultStoreSettings
@@ -56,31 +53,6 @@ def test_filesystem_store_refuses_uris_outside_its_root(tmp_path: Path) -> None:
 
 def test_png_encoding_is_deterministic() -> None:
     assert encode_png(_image((1, 2, 3))) == encode_png(_image((1, 2, 3)))
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3 API (moto's server mode) on a free loopback port."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_settings(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ResultStoreSettings:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket="genjob-results")
-    return ResultStoreSettings(
-        backend="s3",
-        s3_bucket="genjob-results",
-        s3_prefix="jobs/",
-        s3_endpoint_url=s3_endpoint,
-        s3_region="us-east-1",
-    )
 
 
 def test_s3_store_round_trip(s3_settings: ResultStoreSettings) -> None:
