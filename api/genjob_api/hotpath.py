@@ -25,6 +25,9 @@ class HotPathMiddleware:
         self, app: ASGIApp, routes: Sequence[APIRoute], exception_handlers: Mapping[Any, Any]
     ) -> None:
         self.app = app
+        for route in routes:
+            if route.param_convertors:
+                raise ValueError(f"hot routes are matched by exact path; {route.path} has parameters")
         # Unexpected errors (500, Exception) stay with the outer ServerErrorMiddleware, as elsewhere.
         handlers = {k: v for k, v in exception_handlers.items() if k not in (500, Exception)}
         self.routes = {
