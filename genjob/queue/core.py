@@ -151,8 +151,8 @@ class JobQueue:
             keys += [k.pending(t), k.inflight(t), k.queued_at(t), k.delayed(t), k.wake(t), k.tier_workers(t)]
         lease_ms = int(self.settings.lease_seconds * 1000)
         flat = self.scripts.claim(keys=keys, args=[k.job_prefix, worker, lease_ms, max_jobs, self._maxlen])
-        n = ClaimedJob.FIELDS
-        return [ClaimedJob.from_flat(flat[i : i + n]) for i in range(0, len(flat), n)]
+        n, served = ClaimedJob.FIELDS, tuple(tiers)
+        return [ClaimedJob.from_flat(flat[i : i + n], served) for i in range(0, len(flat), n)]
 
     def heartbeat(self, job: ClaimedJob, worker: str) -> Touch:
         """Extend the lease. Answers whether the lease is still held and a cancel was asked."""
@@ -166,8 +166,10 @@ class JobQueue:
 
     def _touch(self, job: ClaimedJob, worker: str, step: str, total: str) -> Touch:
         k = self.keys
+        tiers = dict.fromkeys((job.tier, *job.served_tiers))  # the job's tier first, no repeats
         ok, value = self.scripts.touch(
-            keys=[k.job(job.id), k.inflight(job.tier), k.events, k.workers, k.tier_workers(job.tier)],
+            keys=[k.job(job.id), k.inflight(job.tier), k.events, k.workers]
+            + [k.tier_workers(t) for t in tiers],
             args=[
                 job.id,
                 job.lease,

@@ -52,7 +52,8 @@ class NewJob:
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job a worker holds. `lease` is the token every later call must present."""
+    """A job a worker holds. `lease` is the token every later call must present.
+    `served_tiers` are the tiers it was claimed from: heartbeats keep the worker counted in each."""
 
     id: str
     tier: str
@@ -62,11 +63,12 @@ class ClaimedJob:
     max_attempts: int
     enqueued_at_ms: int
     meta: dict[str, Any]
+    served_tiers: tuple[str, ...] = ()
 
-    FIELDS = 8
+    FIELDS = 8  # values per job in the claim script's flat reply
 
     @classmethod
-    def from_flat(cls, flat: list[Any]) -> ClaimedJob:
+    def from_flat(cls, flat: list[Any], served_tiers: tuple[str, ...] = ()) -> ClaimedJob:
         job_id, tier, lease, spec, attempts, max_attempts, enqueued_at, meta = flat
         return cls(
             id=job_id,
@@ -77,6 +79,7 @@ class ClaimedJob:
             max_attempts=int(max_attempts),
             enqueued_at_ms=int(enqueued_at),
             meta=json.loads(meta) if meta else {},
+            served_tiers=served_tiers,
         )
 
 

@@ -311,6 +311,22 @@ def test_workers_are_counted_per_tier_they_serve(job_queue: JobQueue) -> None:
     assert {s.tier: s.workers for s in job_queue.stats(worker_window_seconds=-1)}["enterprise"] == 0
 
 
+def test_a_busy_worker_stays_counted_in_every_tier_it_claims_from(
+    job_queue: JobQueue, redis_client: redis.Redis
+) -> None:
+    """During a long job the worker's heartbeats, not only its claims, keep it present in the
+    other tiers it serves: their wait estimates must not fall to "no workers"."""
+    job_queue.enqueue(job("long", tier="pro"))
+    (running,) = job_queue.claim(["pro", "free"], "w")
+    assert running.served_tiers == ("pro", "free")
+    for tier in ("pro", "free"):  # as if the claim was longer ago than the worker window
+        redis_client.zadd(RedisKeys("t").tier_workers(tier), {"w": 0})
+    assert job_queue.active_workers(tier="free") == 0
+    assert job_queue.heartbeat(running, "w").lease_held
+    assert job_queue.active_workers(tier="free") == 1 and job_queue.active_workers(tier="pro") == 1
+    assert job_queue.active_workers(tier="starter") == 0
+
+
 def test_every_state_change_is_an_event_in_order(job_queue: JobQueue, redis_client: redis.Redis) -> None:
     job_queue.enqueue(NewJob("a", "free", {"p": 1}, meta={"name": "fox"}))
     (claimed,) = job_queue.claim(["free"], "w")
