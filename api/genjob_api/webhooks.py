@@ -57,29 +57,63 @@ class WebhookTarget:
     tenant: str
 
 
-def non_public_address(host: str, resolve: bool) -> str | None:
-    """The first non-public address `host` is or (with `resolve`) resolves to, else None.
+def non_public_address(host: str) -> str | None:
+    """The non-public address `host` names without a DNS lookup (an IP literal or `localhost`),
+    else None. The submit path uses this: it must not block on DNS.
 
     Non-public: loopback, private, link-local (cloud metadata at 169.254.169.254), shared,
-    reserved, multicast, unspecified. Without `resolve` only IP literals and `localhost` are
-    judged (no DNS lookup: the submit path must not block)."""
+    reserved, multicast, unspecified."""
     name = host.strip("[]").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return "localhost"
     try:
-        addresses = [ipaddress.ip_address(name)]
+        address = ipaddress.ip_address(name)
     except ValueError:
-        if not resolve:
-            return None
-        try:
-            infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            return None  # the POST will fail and say so
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    for address in addresses:
-        if not address.is_global:
-            return str(address)
-    return None
+        return None
+    return None if address.is_global else str(address)
+
+
+class DestinationRefused(Exception):
+    """The webhook's host is, or resolves to, a non-public address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
+
+@dataclass(frozen=True)
+class PinnedRequest:
+    """A webhook URL aimed at one resolved address, keeping the name for Host and TLS."""
+
+    url: httpx.URL
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
+def pin_to_addresses(url: str, allow_private: bool) -> list[PinnedRequest]:
+    """Resolve the URL's host once and aim one request at each address it resolved to.
+
+    The connection then goes to an address this check saw: no second DNS lookup that a
+    hostile name server could answer differently (DNS rebinding). The Host header and the
+    TLS server name (certificate check) stay the original name. Raises DestinationRefused
+    unless `allow_private`, and OSError when the name does not resolve."""
+    parsed = httpx.URL(url)
+    host = parsed.host
+    literal = non_public_address(host)
+    if literal and not allow_private:
+        raise DestinationRefused(literal)
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    if not allow_private:
+        for address in addresses:
+            if not address.is_global:
+                raise DestinationRefused(str(address))
+    headers = {"Host": parsed.netloc.decode("ascii")}
+    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
+    return [PinnedRequest(parsed.copy_with(host=str(a)), headers, extensions) for a in addresses]
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -125,7 +159,13 @@ class WebhookDispatcher:
         self.consumer = consumer
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
-        self.http = httpx.Client(timeout=timeout_seconds, follow_redirects=False)
+        # No kept-alive connections: requests go to IP addresses (see pin_to_addresses), and a
+        # pooled TLS connection made for one host name must not carry another's request.
+        self.http = httpx.Client(
+            timeout=timeout_seconds,
+            follow_redirects=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,17 +240,6 @@ class WebhookDispatcher:
         if secret is None:
             log.warning("webhook skipped: the API key is gone or has no secret", job_id=target.job_id)
             return False
-        host = httpx.URL(target.url).host
-        refused = None if self.allow_private else non_public_address(host, resolve=True)
-        if refused:
-            log.warning(
-                "webhook refused: its host is not a public address (set api.webhook_allow_private "
-                "to allow it)",
-                job_id=target.job_id,
-                host=host,
-                address=refused,
-            )
-            return False
         body: bytes | None = None
         for attempt in range(1, self.max_attempts + 1):
             if body is None:
@@ -219,7 +248,17 @@ class WebhookDispatcher:
             if body is None:
                 detail = "job not final (yet) or gone"
             else:
-                detail = self._post(target, secret, body)
+                try:
+                    detail = self._post(target, secret, body)
+                except DestinationRefused as exc:
+                    log.warning(
+                        "webhook refused: its host is not a public address (set "
+                        "api.webhook_allow_private to allow it)",
+                        job_id=target.job_id,
+                        host=httpx.URL(target.url).host,
+                        address=exc.address,
+                    )
+                    return False
                 if not detail:
                     log.info("webhook delivered", job_id=target.job_id, attempt=attempt)
                     return True
@@ -229,7 +268,12 @@ class WebhookDispatcher:
         return False
 
     def _post(self, target: WebhookTarget, secret: str, body: bytes) -> str:
-        """One signed POST; an empty string on a 2xx answer, else what went wrong."""
+        """One signed POST (to each resolved address in turn until one connects); an empty
+        string on a 2xx answer, else what went wrong."""
+        try:
+            pinned = pin_to_addresses(target.url, self.allow_private)
+        except OSError as exc:
+            return f"cannot resolve the host: {exc}"
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -238,8 +282,19 @@ class WebhookDispatcher:
             "Webhook-Signature": sign(secret, target.job_id, timestamp, body),
             "User-Agent": "genjob-webhooks/1",
         }
-        try:
-            response = self.http.post(target.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return type(exc).__name__
-        return "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        detail = ""
+        for request in pinned:
+            try:
+                response = self.http.post(
+                    request.url,
+                    content=body,
+                    headers={**headers, **request.headers},
+                    extensions=request.extensions,
+                )
+            except httpx.ConnectError as exc:
+                detail = f"ConnectError: {exc}"
+                continue
+            except httpx.HTTPError as exc:
+                return type(exc).__name__
+            return "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return detail

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import ipaddress
 import json
+import socket
+import threading
 import time
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from genjob.keys import RedisKeys
 from genjob_api.auth import ApiKeyStore, KeysFileError, hash_key, new_key, parse_keys
 from genjob_api.backends import WaitEstimator, iso_ms
 from genjob_api.client import parse_sse
@@ -16,7 +21,7 @@ from genjob_api.errors import validation_message
 from genjob_api.idempotency import fingerprint
 from genjob_api.models import GenerationRequest
 from genjob_api.sse import format_event
-from genjob_api.webhooks import sign, verify_signature
+from genjob_api.webhooks import WebhookDispatcher, WebhookTarget, sign, verify_signature
 
 
 def test_keys_file_holds_hashes_and_maps_them_to_callers(tmp_path) -> None:
@@ -200,44 +205,109 @@ def test_an_unexpected_error_on_the_submit_hot_path_is_a_json_500(tmp_path, monk
 def test_webhook_hosts_on_non_public_addresses_are_named(host: str, refused: str | None) -> None:
     from genjob_api.webhooks import non_public_address
 
-    assert non_public_address(host, resolve=False) == refused
+    assert non_public_address(host) == refused
 
 
-def test_webhook_delivery_resolves_the_host_and_refuses_internal_addresses(monkeypatch) -> None:
-    """A public-looking name that resolves to an internal address is not called (and nothing is
-    fetched for it); with api.webhook_allow_private it is."""
-    import socket
+def _dispatcher(allow_private: bool, transport: httpx.BaseTransport | None = None) -> WebhookDispatcher:
+    """A dispatcher for deliver() alone (no Redis), its secret and payload fixed."""
+    dispatcher = WebhookDispatcher(
+        None,  # type: ignore[arg-type]
+        RedisKeys("x"),
+        lambda _event: None,
+        lambda _key_id: "s" * 32,
+        lambda t: {"id": t.job_id, "status": "succeeded"},
+        "c",
+        max_attempts=1,
+        allow_private=allow_private,
+    )
+    if transport is not None:
+        dispatcher.http = httpx.Client(transport=transport)
+    return dispatcher
 
-    import httpx
 
-    from genjob.keys import RedisKeys
-    from genjob_api.webhooks import WebhookDispatcher, WebhookTarget
+def _resolving_to(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
+    """Make DNS answer each lookup with the next address; returns the names looked up."""
+    looked_up: list[str] = []
 
     def resolve(name: str, *_args: object, **_kwargs: object) -> list[tuple[object, ...]]:
-        assert name == "hooks.internal.example"
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 0))]
+        looked_up.append(name)
+        address = answers[min(len(looked_up), len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return looked_up
+
+
+def test_webhook_delivery_resolves_the_host_and_refuses_internal_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A public-looking name that resolves to an internal address is not called; with
+    api.webhook_allow_private it is."""
+    _resolving_to(monkeypatch, "10.0.0.5")
     posted: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda r: posted.append(r) or httpx.Response(204))
     target = WebhookTarget("gen-1", "http://hooks.internal.example/hook", "k", "t")
-    outcomes = []
-    for allow_private in (False, True):
-        dispatcher = WebhookDispatcher(
-            None,  # type: ignore[arg-type]  # no Redis: deliver() alone
-            RedisKeys("x"),
-            lambda _event: None,
-            lambda _key_id: "s" * 32,
-            lambda t: {"id": t.job_id, "status": "succeeded"},
-            "c",
-            max_attempts=1,
-            allow_private=allow_private,
-        )
-        dispatcher.http = httpx.Client(
-            transport=httpx.MockTransport(lambda r: posted.append(r) or httpx.Response(204))
-        )
-        outcomes.append(dispatcher.deliver(target))
+    outcomes = [_dispatcher(allow, transport).deliver(target) for allow in (False, True)]
     assert outcomes == [False, True]
-    assert [str(r.url) for r in posted] == ["http://hooks.internal.example/hook"]
+    assert [(str(r.url), r.headers["host"]) for r in posted] == [
+        ("http://10.0.0.5/hook", "hooks.internal.example")
+    ]
+
+
+def test_webhook_delivery_connects_to_the_address_it_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name resolves to a public address for the check and to an internal
+    one afterwards. The POST goes to the checked address (one lookup per attempt), naming the
+    host in Host and as the TLS server name."""
+    looked_up = _resolving_to(monkeypatch, "93.184.216.34", "127.0.0.1")
+    posted: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda r: posted.append(r) or httpx.Response(200))
+    target = WebhookTarget("gen-1", "https://hooks.example.com:8443/hook?x=1", "k", "t")
+    assert _dispatcher(False, transport).deliver(target)
+    assert looked_up == ["hooks.example.com"]
+    (request,) = posted
+    assert str(request.url) == "https://93.184.216.34:8443/hook?x=1"
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    # The next attempt looks up again, sees the internal address, and refuses.
+    assert not _dispatcher(False, transport).deliver(target)
+    assert len(posted) == 1
+
+
+def test_a_pinned_webhook_reaches_a_real_receiver_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over real HTTP: the receiver sees the name the URL gave, and a name with several
+    addresses is tried address by address until one answers (127.0.0.2 refuses: the
+    receiver listens on 127.0.0.1 only)."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(name: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if name != "receiver.test":
+            return real_getaddrinfo(name, *args, **kwargs)  # type: ignore[arg-type]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in ("127.0.0.2", "127.0.0.1")]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    seen: list[str] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        target = WebhookTarget("gen-1", f"http://receiver.test:{port}/hook", "k", "t")
+        assert not _dispatcher(False).deliver(target)  # loopback addresses are refused by default
+        assert _dispatcher(True).deliver(target)
+    finally:
+        server.shutdown()
+    assert seen == [f"receiver.test:{port}"]
 
 
 def test_a_webhook_to_an_internal_address_is_refused_at_submit(tmp_path) -> None:

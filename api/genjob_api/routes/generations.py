@@ -102,7 +102,7 @@ def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> 
                 "this API key has no webhook signing secret; ask an admin to set webhook_secret on the key",
             )
         host = body.webhook.url.host or ""
-        refused = None if api.webhook_allow_private else non_public_address(host, resolve=False)
+        refused = None if api.webhook_allow_private else non_public_address(host)
         if refused:
             raise ApiError(
                 422,
