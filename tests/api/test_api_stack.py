@@ -37,24 +37,36 @@ def _refused(url: str) -> bool:
     return False
 
 
+def _fresh_env(redis_port: int) -> dict[str, str]:
+    """No GENJOB_* settings but a Redis URL where nothing listens: `up` starts its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENJOB_")}
+    env["GENJOB_REDIS__URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    return env
+
+
+def _start_up(folder: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """`genjob up` in `folder`; its output goes to the returned log file."""
+    log = folder / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "genjob.cli", "up", "--port", str(port)],
+            cwd=folder,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a shell's foreground job
+        )
+    return up, log
+
+
 @pytest.mark.timeout(300)
 def test_up_serves_generations_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """From an empty folder: Redis started, model built, key written; `genjob generate` gets a PNG;
     SIGINT to the foreground process group (what a terminal's Ctrl-C does) exits 0 with no
     errors from the children, and leaves nothing listening."""
     port, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENJOB_")}
-    env["GENJOB_REDIS__URL"] = f"redis://127.0.0.1:{redis_port}/0"  # nothing there: `up` starts its own
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "genjob.cli", "up", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, like a shell's foreground job
-        )
+    env = _fresh_env(redis_port)
+    up, log = _start_up(tmp_path, port, env)
     try:
         _wait_for_line(log, "Ctrl-C stops everything", up, timeout=180)
         assert (tmp_path / ".genjob" / "models" / "tiny" / "model_index.json").is_file()
@@ -130,18 +142,7 @@ def test_a_killed_up_leaves_no_children_running(tmp_path: Path) -> None:
     """kill -9 of `genjob up` (no chance to stop anything itself): the kernel stops its gateway,
     worker and redis-server, so nothing is left holding the ports or the GPU."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENJOB_")}
-    env["GENJOB_REDIS__URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing there: `up` starts its own
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "genjob.cli", "up", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    up, log = _start_up(tmp_path, port, _fresh_env(free_port()))
     children: set[int] = set()
     try:
         _wait_for_line(log, "Ctrl-C stops everything", up, timeout=180)
