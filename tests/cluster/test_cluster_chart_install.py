@@ -321,9 +321,16 @@ def test_helm_install_runs_and_uninstall_leaves_nothing(gpu_nodes, variant) -> N
         assert installed.returncode == 0, installed.stderr
         assert "Tiers and their worker pools" in installed.stdout  # NOTES.txt rendered
 
-        deployments = json.loads(
-            cluster.control_plane.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout
-        )["items"]
+        def deployments_if_all_ready() -> list[dict[str, Any]] | None:
+            # helm --wait judges the new ReplicaSet's ready count; the Deployment's own status
+            # is updated by the controller-manager a moment later (seen once: operator 1 of 2).
+            items: list[dict[str, Any]] = json.loads(
+                cluster.control_plane.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout
+            )["items"]
+            ready = all(d["status"].get("readyReplicas", 0) == d["spec"]["replicas"] for d in items)
+            return items if ready else None
+
+        deployments = wait_for("every replica of every Deployment ready", deployments_if_all_ready)
         names = {d["metadata"]["name"] for d in deployments}
         expected_tiers = (
             ["enterprise", "pro", "starter", "studio"]
