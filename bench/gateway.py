@@ -246,11 +246,11 @@ def main() -> None:
         return statistics.median(_p(r[1], q) for r in results[kind])
 
     value, reference = median_rps("gateway"), median_rps("reference")
-    gateway_posts = sum(len(r[1]) for r in results["gateway"])
+    reads_per_post = reads_under_load / max(1, sum(len(r[1]) for r in results["gateway"]))
     print(
         f"Redis per POST: {trips:.2f} round trips, "
         f"{commands / max(1, posts):.2f} commands (incl. script calls); under load "
-        f"{reads_under_load / max(1, gateway_posts):.2f} Redis socket reads per POST "
+        f"{reads_per_post:.2f} Redis socket reads per POST "
         "(submits of one event-loop turn share one write)"
     )
     print(
@@ -275,7 +275,7 @@ def main() -> None:
                     "non_202": sum(len(r[2]) for r in results["gateway"]),
                     "redis_round_trips_per_post": round(trips, 2),
                     "redis_commands_per_post": round(commands / max(1, posts), 2),
-                    "redis_reads_per_post_under_load": round(reads_under_load / max(1, gateway_posts), 3),
+                    "redis_reads_per_post_under_load": round(reads_per_post, 3),
                     "quick": QUICK,
                     "server": "1 uvicorn process ({}), loopback, access log off".format(
                         "h11, asyncio" if SERVER else "httptools, uvloop"

@@ -176,16 +176,16 @@ def test_health_readiness_metrics_and_docs(gateway: Gateway, submit: Submit) -> 
     c = gateway.client()
     assert c.get("/healthz").json() == {"status": "ok"}
     assert c.get("/readyz").json()["status"] == "ready"
+    metrics = c.get("/metrics").text
     samples = {
         (s.name, tuple(sorted(s.labels.items())))
-        for family in text_string_to_metric_families(c.get("/metrics").text)
+        for family in text_string_to_metric_families(metrics)
         for s in family.samples
     }
     for status in ("202", "422"):
         labels = (("method", "POST"), ("route", "/v1/generations"), ("status", status))
         assert ("genjob_api_requests_total", labels) in samples
     assert ("genjob_api_generations_submitted_total", (("tier", "enterprise"),)) in samples
-    metrics = c.get("/metrics").text
     assert "genjob_api_refusals_total" in metrics
     assert c.get("/docs").status_code == 200
     schema = c.get("/openapi.json").json()
