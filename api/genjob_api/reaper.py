@@ -44,11 +44,12 @@ class LeaseReaper:
         except redis.RedisError as exc:
             log.warning("lease reaper cannot reach Redis; retrying", error=str(exc))
             return
-        if result.requeued or result.dead_lettered:
+        if result.requeued or result.dead_lettered or result.cancelled:
             log.info(
                 "reaped expired leases",
                 requeued=result.requeued,
                 dead_lettered=result.dead_lettered,
+                cancelled=result.cancelled,
                 promoted=result.promoted,
             )
 

@@ -253,7 +253,8 @@ class JobQueue:
     def requeue(
         self, job: ClaimedJob, reason: str = "Preempted", message: str = "", gpu_seconds: float = 0.0
     ) -> FinishResult:
-        """Give a held job back to the head of its queue without counting the attempt."""
+        """Give a held job back to the head of its queue without counting the attempt (a job
+        whose cancel was asked meanwhile is cancelled instead: state CANCELLED)."""
         k = self.keys
         reply = self.scripts.requeue(
             keys=[
@@ -264,7 +265,15 @@ class JobQueue:
                 k.wake(job.tier),
                 k.events,
             ],
-            args=[job.id, job.lease, reason, message, f"{gpu_seconds:.3f}", self._maxlen],
+            args=[
+                job.id,
+                job.lease,
+                reason,
+                message,
+                f"{gpu_seconds:.3f}",
+                self._maxlen,
+                self.settings.finished_retention_seconds,
+            ],
         )
         return self._finish_result(reply)
 
@@ -304,8 +313,8 @@ class JobQueue:
                     ],
                     client=pipe,
                 )
-            for requeued, dead, promoted in pipe.execute():
-                total = total + ReapResult(requeued, dead, promoted)
+            for requeued, dead, promoted, cancelled in pipe.execute():
+                total = total + ReapResult(requeued, dead, promoted, cancelled)
         return total
 
     def dead_letters(self, tier: str, start: int = 0, count: int = 100) -> list[str]:

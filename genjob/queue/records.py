@@ -173,12 +173,14 @@ class ReapResult:
     requeued: int = 0
     dead_lettered: int = 0
     promoted: int = 0
+    cancelled: int = 0  # expired jobs whose cancel was asked while they ran
 
     def __add__(self, other: ReapResult) -> ReapResult:
         return ReapResult(
             self.requeued + other.requeued,
             self.dead_lettered + other.dead_lettered,
             self.promoted + other.promoted,
+            self.cancelled + other.cancelled,
         )
 
 

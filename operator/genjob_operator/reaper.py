@@ -68,8 +68,13 @@ class Reaper:
 
     def pass_once(self) -> None:
         result = self.queue.reap()
-        if result.requeued or result.dead_lettered:
-            log.info("reaped expired leases", requeued=result.requeued, dead_lettered=result.dead_lettered)
+        if result.requeued or result.dead_lettered or result.cancelled:
+            log.info(
+                "reaped expired leases",
+                requeued=result.requeued,
+                dead_lettered=result.dead_lettered,
+                cancelled=result.cancelled,
+            )
         for s in self.queue.stats():
             self.metrics.pending.labels(tier=s.tier).set(s.pending)
             self.metrics.inflight.labels(tier=s.tier).set(s.inflight)

@@ -10,7 +10,7 @@ import redis
 
 from genjob.errors import InvalidJobIdError, JobNotFoundError, NotDeadLetteredError, UnknownTierError
 from genjob.keys import RedisKeys
-from genjob.queue import CancelOutcome, JobQueue, JobState, NewJob, read_history
+from genjob.queue import CancelOutcome, ClaimedJob, JobQueue, JobState, NewJob, read_history
 from genjob.settings import QueueSettings
 
 
@@ -337,3 +337,54 @@ def test_every_state_change_is_an_event_in_order(job_queue: JobQueue, redis_clie
     assert all(e.job_id == "a" and e.meta == {"name": "fox"} for e in events)
     assert events[-1].result == {"images": []}
     assert events[1].fields["worker"] == "w"
+
+
+# -- a cancel asked while a job runs wins over every path back to the queue ---------------
+
+
+def _cancelled_while_running(q: JobQueue, **kw: object) -> ClaimedJob:
+    q.enqueue(job("a", **kw))
+    (claimed,) = q.claim(["free"], "w")
+    assert q.cancel("a") == CancelOutcome.CANCEL_REQUESTED
+    return claimed
+
+
+def _assert_cancelled_for_good(q: JobQueue, redis_client: redis.Redis) -> None:
+    record = q.get("a")
+    assert record is not None and record.state == JobState.CANCELLED and record.reason == "Cancelled"
+    time.sleep(0.1)  # past any retry backoff
+    q.reap()
+    assert q.claim(["free"], "w2") == [], "a cancelled job must not run again"
+    stats = q.stats(["free"])[0]
+    assert (stats.pending, stats.inflight, stats.delayed, stats.dead) == (0, 0, 0, 0)
+    final_types = ("succeeded", "failed", "cancelled")
+    finals = [e.type for e in read_history(redis_client, RedisKeys("t")) if e.type in final_types]
+    assert finals == ["cancelled"]
+    assert redis_client.ttl(RedisKeys("t").job("a")) > 0, "a finished record expires"
+
+
+def test_requeue_of_a_job_with_a_cancel_request_cancels_it(
+    job_queue: JobQueue, redis_client: redis.Redis
+) -> None:
+    claimed = _cancelled_while_running(job_queue)
+    outcome = job_queue.requeue(claimed, "Preempted", "node is going away")
+    assert outcome.applied and outcome.state == JobState.CANCELLED
+    _assert_cancelled_for_good(job_queue, redis_client)
+
+
+def test_reap_of_a_job_with_a_cancel_request_cancels_it(redis_client: redis.Redis) -> None:
+    q = short_lease_queue(redis_client)
+    _cancelled_while_running(q)
+    time.sleep(0.3)
+    result = q.reap()
+    assert (result.requeued, result.dead_lettered, result.cancelled) == (0, 0, 1)
+    _assert_cancelled_for_good(q, redis_client)
+
+
+def test_retry_of_a_job_with_a_cancel_request_cancels_it(
+    job_queue: JobQueue, redis_client: redis.Redis
+) -> None:
+    claimed = _cancelled_while_running(job_queue, max_attempts=3)
+    outcome = job_queue.fail(claimed, "GenerationError", "boom", retryable=True)
+    assert outcome.applied and outcome.state == JobState.CANCELLED
+    _assert_cancelled_for_good(job_queue, redis_client)

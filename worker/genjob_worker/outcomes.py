@@ -129,7 +129,13 @@ class JobOutcomes:
         """Give the job back to the head of its queue; the attempt does not count."""
         finish = self.queue.requeue(held.job, Reason.PREEMPTED.value, message, gpu_seconds=gpu_seconds)
         self._ended(held, Ending.PREEMPTED, Reason.PREEMPTED.value)
-        log.warning("job preempted and requeued", job_id=held.id, applied=finish.applied, message=message)
+        log.warning(
+            "job preempted and given back",
+            job_id=held.id,
+            applied=finish.applied,
+            state=finish.state.value if finish.state else None,  # cancelled if a cancel was asked
+            message=message,
+        )
 
     def lease_lost(self, held: HeldJob) -> None:
         """Drop the job without writing: another worker may hold it now."""

@@ -28,6 +28,15 @@ local function push_head(pending, queued_at, wake, job_key, job_id)
   redis.call('LTRIM', wake, -1000, -1)
 end
 
+-- Finish a job as cancelled: the record keeps its retention, the final event is emitted.
+-- Used by cancel and by every path that would send a job with a cancel request back to
+-- the queue (requeue, reap, retry): a cancel always wins over running again.
+local function cancel_job(job_key, events, maxlen, id, tier, meta, message, retention, now)
+  redis.call('HSET', job_key, 'state', 'cancelled', 'reason', 'Cancelled', 'message', message, 'finished_at', now)
+  redis.call('EXPIRE', job_key, retention)
+  emit(events, maxlen, 'cancelled', id, tier, now, {'reason', 'Cancelled', 'meta', meta or ''})
+end
+
 -- Create a job and queue it, unless its id exists (then change nothing).
 -- Returns {1, 'queued', now} or {0, <current state>, now}. Used by enqueue and submit.
 local function enqueue_job(job_key, pending, queued_at, wake, events, id, tier, spec, priority,

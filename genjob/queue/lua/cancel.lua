@@ -11,9 +11,7 @@ if state == 'queued' or state == 'delayed' then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'reason', 'Cancelled', 'message', ARGV[2], 'finished_at', now)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  emit(KEYS[5], ARGV[4], 'cancelled', ARGV[1], f[2], now, {'reason', 'Cancelled', 'meta', f[3] or ''})
+  cancel_job(KEYS[1], KEYS[5], ARGV[4], ARGV[1], f[2], f[3], ARGV[2], ARGV[3], now)
   return {1, 'cancelled'}
 end
 if state == 'running' then
