@@ -69,7 +69,7 @@ def test_oversized_inline_image_is_refused(store: FilesystemResultStore) -> None
         ("data:text/plain;base64,aGVsbG8=", "data URI must be"),
         ("data:image/png,rawbytes", "data URI must be"),
         ("data:image/png;base64,not*base64", "not valid base64"),
-        (_data_uri(b"not an image"), "not a readable image"),
+        (_data_uri(b"not an image"), "not a PNG, JPEG or WebP image"),
         ("http://images.example.com/a.png", "must be a result URI"),
         ("ftp://images.example.com/a.png", "must be a result URI"),
         ("https://evil.example.com/a.png", "allow-list"),

@@ -16,16 +16,22 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+import structlog
+from PIL import Image
 
 from genjob.errors import InvalidSpecError
 from genjob_worker.results import ResultNotFoundError, ResultStore
 
+log = structlog.get_logger(__name__)
+
 DATA_URI_TYPES = ("image/png", "image/jpeg", "image/webp")
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")  # WebP: RIFF....WEBP, checked by Pillow
 MAX_SOURCE_PIXELS = 40_000_000
 FETCH_TIMEOUT_SECONDS = 15.0
 
@@ -80,16 +86,33 @@ def fetch_url(url: str, max_bytes: int, client: httpx.Client) -> bytes:
 
 
 def decode_image(data: bytes, width: int, height: int) -> Image.Image:
-    """Decode image bytes, convert to RGB and resize to width x height."""
+    """Decode PNG, JPEG or WebP bytes, convert to RGB and resize to width x height.
+
+    The format is identified by its magic bytes and the pixel count read from the header
+    (`Image.open` parses headers only) before any pixel data is decoded. Any failure while
+    decoding is the file's fault, whatever Pillow raises for it (a zTXt/iCCP chunk that
+    inflates past Pillow's limit raises ValueError, a broken header SyntaxError or
+    struct.error, a truncated file OSError), so all of them become InvalidSpecError: the
+    job ends at once, without a retry and without counting against the worker.
+    """
+    if not data.startswith(IMAGE_MAGIC):
+        raise InvalidSpecError("initImage is not a PNG, JPEG or WebP image")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_SOURCE_PIXELS:
-                raise InvalidSpecError(
-                    f"initImage is {image.width}x{image.height}, over {MAX_SOURCE_PIXELS} pixels"
-                )
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise InvalidSpecError(f"initImage is not a readable image: {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit follows
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+                if image.width * image.height > MAX_SOURCE_PIXELS:
+                    raise InvalidSpecError(
+                        f"initImage is {image.width}x{image.height}, over {MAX_SOURCE_PIXELS} pixels"
+                    )
+                rgb = image.convert("RGB")
+    except InvalidSpecError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own header check, for far larger images
+        raise InvalidSpecError(f"initImage is over {MAX_SOURCE_PIXELS} pixels") from None
+    except Exception as exc:  # any decoder failure is a property of the file
+        log.info("initImage refused by the decoder", error=f"{type(exc).__name__}: {exc}")
+        raise InvalidSpecError("initImage is not a readable PNG, JPEG or WebP image") from None
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
     return rgb
