@@ -160,12 +160,6 @@ class ApiSettings(_Section):
         "submit (IP literals) and at delivery (what a host name resolves to), so a webhook "
         "cannot reach the cloud metadata service or internal services.",
     )
-    opentelemetry: bool = Field(
-        False,
-        description="FastAPI's native OpenTelemetry spans, metrics and logs (needs a configured "
-        "OTel provider). Off: the gateway exports Prometheus metrics, and the per-request provider "
-        "check costs about 5% of a submit's CPU.",
-    )
 
 
 class GenjobSettings(BaseSettings):

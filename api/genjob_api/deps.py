@@ -88,6 +88,26 @@ def rate_limit_error(decision: RateDecision, metrics: ApiMetrics) -> ApiError:
 AuthDep = Annotated[Caller, Depends(authenticate)]
 
 
+async def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (`application/json` or `application/*+json`).
+
+    FastAPI parses only such bodies as JSON; any other body would fail validation with a
+    confusing type error, so say what to send instead."""
+    content_type = request.headers.get("content-type")
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the request as JSON with `Content-Type: application/json` (got {content_type!r})",
+        )
+
+
+JsonBodyDep = Annotated[None, Depends(require_json)]
+
+
 async def rate_limited(state: StateDep, caller: AuthDep, response: Response) -> Caller:
     decision = await state.limiter.hit(caller.key_id, caller.rate_limit_per_minute)
     if not decision.allowed:

@@ -20,7 +20,6 @@ from genjob.settings import GenjobSettings
 from genjob_api.auth import Caller
 from genjob_api.deps import SECURITY_SCHEMES
 from genjob_api.errors import install_error_handlers
-from genjob_api.hotpath import HotPathMiddleware
 from genjob_api.limits import BodySizeLimitMiddleware
 from genjob_api.metrics import ApiMetrics, MetricsMiddleware
 from genjob_api.reaper import LeaseReaper
@@ -101,15 +100,11 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        telemetry={signal: settings.api.opentelemetry for signal in ("tracing", "metrics", "logs")},
     )
     install_error_handlers(app)
     for module in (generations, queues, admin, health):
         app.include_router(module.router)
-    # Middlewares run outermost last-added: metrics, then the body-size limit, then the hot path.
-    app.add_middleware(
-        HotPathMiddleware, routes=generations.hot_routes(), exception_handlers=app.exception_handlers
-    )
+    # Middlewares run outermost last-added: metrics, then the body-size limit.
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.api.max_body_bytes,

@@ -44,7 +44,7 @@ class GatewayState:
 
 
 def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any = None) -> GatewayState:
-    # Sync client for the threadpool routes; asyncio client for the hot path (rate limit, submit).
+    # Sync client for the threadpool routes; asyncio client for the async ones (rate limit, submit).
     client = redis_client(settings)
     aclient = aredis.Redis.from_url(settings.redis.url, decode_responses=True, **settings.redis_kwargs())
     keys = redis_keys(settings)
@@ -57,12 +57,12 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
 
         backend = ClusterBackend(kube_client or load_api_client(), settings, estimator, limiter, queue)
     else:
-        from genjob_api.backends.fastsubmit import FastSubmitter
         from genjob_api.backends.local import LocalBackend
+        from genjob_api.backends.local_submit import SubmitScript
 
         retention = settings.queue.finished_retention_seconds
-        fast = FastSubmitter(aclient, keys, settings.queue.events_max_length, retention)
-        backend = LocalBackend(queue, fast, estimator, retention)
+        submitter = SubmitScript(aclient, keys, settings.queue.events_max_length, retention)
+        backend = LocalBackend(queue, submitter, estimator, retention)
     return GatewayState(
         settings=settings,
         client=client,

@@ -169,8 +169,8 @@ def test_unknown_ids_and_paths_are_404_json(gateway: Gateway) -> None:
 
 
 def test_health_readiness_metrics_and_docs(gateway: Gateway, submit: Submit) -> None:
-    """Probes, docs, and metrics by route template, including the submit route (served past
-    FastAPI's router) and its refusals."""
+    """Probes, docs, and metrics by route template, including the submit route and its
+    refusals."""
     assert submit("ent", {"prompt": "x", **SMALL}).status_code == 202
     assert submit("ent", {"prompt": "x", "width": 65}).status_code == 422
     c = gateway.client()

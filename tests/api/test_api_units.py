@@ -162,8 +162,8 @@ def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path) -> None:
         assert answer.headers["Retry-After"] == "5"
 
 
-def test_an_unexpected_error_on_the_submit_hot_path_is_a_json_500(tmp_path, monkeypatch) -> None:
-    """The hot path keeps the app's last-resort handler: a JSON 500 that says the details
+def test_an_unexpected_error_on_submit_is_a_json_500(tmp_path, monkeypatch) -> None:
+    """Submit keeps the app's last-resort handler: a JSON 500 that says the details
     are in the gateway's log, and the request counted under its route."""
     from fastapi.testclient import TestClient
 

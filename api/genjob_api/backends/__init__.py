@@ -30,7 +30,7 @@ class JobBackend(Protocol):
         meta: dict[str, Any],
         rate: RateCounter | None,
     ) -> tuple[Generation, RateDecision | None]:
-        """Create the job (idempotent by id) and return its first view (async: the hot path).
+        """Create the job (idempotent by id) and return its first view (async: no threadpool hop).
 
         With `rate`, the request is counted there first: over the limit, RateLimitedError
         and nothing is created."""

@@ -21,7 +21,7 @@ from genjob.queue import JobEvent, JobQueue
 from genjob.settings import GenjobSettings
 from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views
-from genjob_api.backends.fastsubmit import WORKER_WINDOW_MS
+from genjob_api.backends.local_submit import WORKER_WINDOW_MS
 from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision, RateLimitedError, RateLimiter

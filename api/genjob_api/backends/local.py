@@ -19,7 +19,7 @@ from genjob.jobspec import GenerationJobSpec
 from genjob.queue import CancelOutcome, JobEvent, JobQueue, JobRecord, JobState
 from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views, iso_ms
-from genjob_api.backends.fastsubmit import WORKER_WINDOW_MS, FastSubmitter
+from genjob_api.backends.local_submit import WORKER_WINDOW_MS, SubmitScript
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhooks import WebhookTarget
@@ -37,10 +37,10 @@ LIST_SCAN_LIMIT = 1000
 
 class LocalBackend:
     def __init__(
-        self, queue: JobQueue, fast: FastSubmitter, estimator: WaitEstimator, retention_seconds: int
+        self, queue: JobQueue, submitter: SubmitScript, estimator: WaitEstimator, retention_seconds: int
     ) -> None:
         self.queue = queue
-        self.fast = fast
+        self.submitter = submitter
         self.client: redis.Redis = queue.client
         self.keys = queue.keys
         self.estimator = estimator
@@ -57,7 +57,7 @@ class LocalBackend:
         rate: RateCounter | None,
     ) -> tuple[Generation, RateDecision | None]:
         job = new_job(job_id, spec, meta)
-        submitted = await self.fast.submit(job, caller.tenant, rate)
+        submitted = await self.submitter.submit(job, caller.tenant, rate)
         if not submitted.result.created:
             view = await run_in_threadpool(self.get, job_id, caller)
             if view is not None:

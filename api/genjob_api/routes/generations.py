@@ -1,11 +1,9 @@
 """`/v1/generations`: submit, read, list, cancel, images, and the progress stream (SSE).
 
 Reads, listing, cancel and images are plain `def` routes on the sync clients (FastAPI runs
-them in its threadpool, so blocking calls never stall the event loop). Submit, the hot
-path, is `async` on the asyncio Redis client: in local mode the rate limit and the enqueue
-are one Redis command (an Idempotency-Key adds two), with no thread hop; `_SubmitRoute`
-reads its inputs without FastAPI's dependency solving, and main.py serves it past
-FastAPI's generic layers (measured: bench/gateway.py, docs/performance.md).
+them in its threadpool, so blocking calls never stall the event loop). Submit is `async`
+on the asyncio Redis client: in local mode the rate limit and the enqueue are one Redis
+script (an Idempotency-Key adds two round trips), with no thread hop.
 The SSE route is `async` and reads the job in a thread per poll, so an open stream holds
 no thread.
 """
@@ -13,16 +11,12 @@ no thread.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.routing import request_response
 
 from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, admit
 from genjob.errors import InvalidSpecError, UnknownTierError
@@ -33,9 +27,8 @@ from genjob_api.deps import (
     AuthDep,
     BackendDep,
     CallerDep,
+    JsonBodyDep,
     StateDep,
-    authenticate,
-    get_state,
     rate_limit_error,
 )
 from genjob_api.errors import ApiError, validation_message
@@ -126,9 +119,26 @@ def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> 
         raise ApiError(422, "tier_limit_exceeded", str(exc)) from None
 
 
+@router.post(
+    "",
+    status_code=202,
+    response_model=Generation,
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorOut, "description": "Idempotency-Key reused with a different body."},
+        413: {"model": ErrorOut, "description": "Body too large."},
+        415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type)."},
+        422: {
+            "model": ErrorOut,
+            "description": "Invalid parameters, prompt too long, or over the tier's limits.",
+        },
+    },
+    summary="Submit a generation",
+)
 async def create_generation(
-    body: GenerationRequest,
     caller: AuthDep,
+    _json: JsonBodyDep,
+    body: GenerationRequest,
     state: StateDep,
     idempotency_key: Annotated[
         str | None,
@@ -182,83 +192,6 @@ async def create_generation(
         headers.update(decision.headers())
     state.metrics.count_submitted(spec.tier)
     return _accepted(view, headers)
-
-
-class _SubmitRoute(APIRoute):
-    """Serves `create_generation` without FastAPI's per-request dependency solving.
-
-    Solving this route's four parameters cost more CPU than all the rest of a submit
-    (bench/gateway.py, docs/performance.md), so the handler reads the inputs the signature
-    declares, with the same functions and the same errors (401 before 422; body errors as
-    RequestValidationError), and calls the endpoint. FastAPI still documents the operation
-    from the signature, and the schemathesis test checks one against the other.
-    `app.dependency_overrides` do not apply to this route, and it opens no exit stacks (it
-    has no dependencies with `yield`). main.py also serves it past FastAPI's generic layers
-    (genjob_api/hotpath.py).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.app = request_response(self.get_route_handler())
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        async def handle(request: Request) -> Response:
-            caller = await authenticate(request)
-            idempotency_key = request.headers.get("idempotency-key")
-            if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_KEY_CHARS:
-                raise ApiError(
-                    422,
-                    "invalid_parameters",
-                    f"Idempotency-Key must have 1 to {MAX_KEY_CHARS} characters",
-                )
-            body = parse_request(await request.body(), request.headers.get("content-type"))
-            return await create_generation(body, caller, await get_state(request), idempotency_key)
-
-        return handle
-
-
-def parse_request(raw: bytes, content_type: str | None) -> GenerationRequest:
-    """The request body, parsed and validated in one pass (pydantic's JSON mode)."""
-    media_type = (content_type or "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"send the request as JSON with `Content-Type: application/json` (got {content_type!r})",
-        )
-    try:
-        return GenerationRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
-
-
-router.add_api_route(
-    "",
-    create_generation,
-    methods=["POST"],
-    route_class_override=_SubmitRoute,
-    status_code=202,
-    response_model=Generation,
-    responses={
-        **_ERRORS,
-        409: {"model": ErrorOut, "description": "Idempotency-Key reused with a different body."},
-        413: {"model": ErrorOut, "description": "Body too large."},
-        415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type)."},
-        422: {
-            "model": ErrorOut,
-            "description": "Invalid parameters, prompt too long, or over the tier's limits.",
-        },
-    },
-    summary="Submit a generation",
-)
-
-
-def hot_routes() -> list[APIRoute]:
-    """The routes main.py serves past FastAPI's generic layers (genjob_api/hotpath.py)."""
-    return [route for route in router.routes if isinstance(route, _SubmitRoute)]
 
 
 @router.get("", response_model=GenerationPage, responses=_ERRORS, summary="List your generations")
