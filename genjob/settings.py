@@ -31,12 +31,47 @@ class _Section(BaseModel):
 
 
 class RedisSettings(_Section):
-    """Where the queue lives."""
+    """Where the queue lives: one Redis URL, or a Sentinel deployment that names the primary."""
 
-    url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL (redis:// or rediss://). With `sentinels`, only its database, user, "
+        "password and TLS scheme are used: the sentinels name the primary's address.",
+    )
     password: SecretStr | None = Field(None, description="Redis AUTH password; overrides one in the URL.")
     key_prefix: str = Field("genjob", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="Prefix of every key.")
     socket_timeout_seconds: float = Field(10.0, gt=0)
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description="Sentinel addresses (host:port). When set, every component asks them for the "
+        "primary and follows it through a failover without a restart.",
+    )
+    sentinel_master: str = Field(
+        "genjob", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Master name the sentinels monitor."
+    )
+    sentinel_password: SecretStr | None = Field(None, description="AUTH password of the sentinels.")
+    retries: int = Field(
+        8,
+        ge=0,
+        le=50,
+        description="Retries of a command that met a connection error, a timeout or a demoted "
+        "primary, with backoff from 0.05 s doubling to 2 s (about 6 s in all for 8): long enough "
+        "to ride through a failover. Every queue script is safe to repeat (see docs/redis.md).",
+    )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: list[str]) -> list[str]:
+        for address in sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"sentinel address {address!r} must be host:port (e.g. redis-sentinel:26379)"
+                )
+        return sentinels
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(h, int(p)) for h, _, p in (a.rpartition(":") for a in self.sentinels)]
 
 
 class QueueSettings(_Section):

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 
-from genjob.connect import redis_client, redis_keys
+from genjob.connect import async_redis_client, redis_client, redis_keys
 from genjob.keys import RedisKeys
 from genjob.queue import JobQueue
 from genjob.settings import GenjobSettings
@@ -46,7 +46,7 @@ class GatewayState:
 def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any = None) -> GatewayState:
     # Sync client for the threadpool routes; asyncio client for the async ones (rate limit, submit).
     client = redis_client(settings)
-    aclient = aredis.Redis.from_url(settings.redis.url, decode_responses=True, **settings.redis_kwargs())
+    aclient = async_redis_client(settings)
     keys = redis_keys(settings)
     queue = JobQueue(client, keys, list(settings.tiers), settings.queue)
     estimator = WaitEstimator()

@@ -1,0 +1,99 @@
+"""Clients follow the primary through a Sentinel failover, and reload scripts a primary lacks.
+
+Real redis-server processes: a primary, two replicas and three sentinels on loopback; the
+primary is killed with SIGKILL. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from genjob.connect import async_redis_client, job_queue
+from genjob.localredis import RedisServer, SentinelDeployment
+from genjob.queue import JobState, NewJob
+from genjob.settings import GenjobSettings
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    deployment = SentinelDeployment(tmp_path / "redis").start()
+    yield deployment
+    deployment.stop()
+
+
+def sentinel_settings(deployment: SentinelDeployment) -> GenjobSettings:
+    return GenjobSettings(
+        redis={"sentinels": deployment.sentinel_addresses, "sentinel_master": deployment.master}
+    )
+
+
+def job(job_id: str) -> NewJob:
+    return NewJob(id=job_id, tier="free", spec={"prompt": job_id})
+
+
+@pytest.mark.parametrize("address", ["sentinel", "sentinel:", ":26379", "sentinel:0", "sentinel:http"])
+def test_sentinel_addresses_must_be_host_and_port(address: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="must be host:port"):
+        GenjobSettings(redis={"sentinels": [address]})
+
+
+def test_the_queue_follows_the_primary_through_a_failover(deployment: SentinelDeployment) -> None:
+    """One JobQueue, built once from settings, keeps working after its primary is killed:
+    commands in flight are retried on the new primary (found through the sentinels), and a
+    restarted old primary serves as a replica without taking writes back."""
+    queue = job_queue(sentinel_settings(deployment))
+    queue.enqueue(job("a"))
+    queue.enqueue(job("b"))
+    (claimed,) = queue.claim(["free"], "w")
+    assert queue.client.wait(2, 5000) == 2  # both replicas have every write so far
+
+    killed, _seconds = deployment.kill_primary()
+    assert queue.complete(claimed, {"ok": True}).applied
+    assert queue.enqueue(job("c")).created
+    deployment.restart_as_replica(killed)
+    assert [j.id for j in queue.claim(["free"], "w", max_jobs=2)] == ["b", "c"]
+    assert queue.reap().requeued == 0  # reap runs its scripts in a pipeline
+    record = queue.get("a")
+    assert record is not None and record.state == JobState.SUCCEEDED
+    assert deployment.primary() is not killed
+
+
+def test_the_asyncio_client_follows_the_primary_through_a_failover(
+    deployment: SentinelDeployment,
+) -> None:
+    async def scenario() -> list[int]:
+        client = async_redis_client(sentinel_settings(deployment))
+        first = await client.incr("counter")
+        await client.wait(2, 5000)
+        deployment.kill_primary()
+        second = await client.incr("counter")
+        await client.aclose()
+        return [first, second]
+
+    assert asyncio.run(scenario()) == [1, 2]
+
+
+def test_scripts_are_loaded_again_on_a_primary_that_lacks_them(redis_server: RedisServer) -> None:
+    """A new primary may not have the scripts (a restarted one, or SCRIPT FLUSH): every queue
+    operation, single or pipelined, loads its script again on NOSCRIPT."""
+    queue = job_queue(GenjobSettings(redis={"url": redis_server.url}))
+    queue.client.flushdb()
+    for step in range(3):
+        queue.client.script_flush()
+        if step == 0:
+            queue.enqueue(job("a"))
+        elif step == 1:
+            (claimed,) = queue.claim(["free"], "w")
+            queue.client.script_flush()
+            assert queue.heartbeat(claimed, "w").lease_held
+            queue.client.script_flush()
+            assert queue.complete(claimed, {}).applied
+        else:
+            assert queue.reap().requeued == 0
+    record = queue.get("a")
+    assert record is not None and record.state == JobState.SUCCEEDED
