@@ -46,3 +46,15 @@ class NotDeadLetteredError(GenjobError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} is not dead-lettered; only dead-lettered jobs can be redriven")
         self.job_id = job_id
+
+
+class NotReplicatedError(GenjobError):
+    """A write reached the primary but not enough replicas within the WAIT timeout: it is not
+    yet durable against a failover (the caller should retry under its idempotency key)."""
+
+    def __init__(self, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"{acknowledged} of {wanted} replica(s) acknowledged the write within {timeout_ms} ms"
+        )
+        self.acknowledged = acknowledged
+        self.wanted = wanted

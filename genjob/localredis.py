@@ -55,6 +55,7 @@ class RedisServer:
         return redis.Redis.from_url(self.url, password=self.password, decode_responses=True, **kwargs)
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start it and wait until it answers (a replica: until it has synced)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerError(
@@ -97,7 +98,7 @@ class RedisServer:
                 log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RedisServerError(f"redis-server exited with {self.process.returncode}: {log}")
             try:
-                if self.client(socket_timeout=1).ping():
+                if self.client(socket_timeout=1).ping() and self._synced():
                     return self
             except redis.ConnectionError:
                 time.sleep(0.05)
@@ -105,6 +106,12 @@ class RedisServer:
                 time.sleep(0.05)
         self.stop()
         raise RedisServerError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def _synced(self) -> bool:
+        """A replica has loaded its primary's data (a primary: always)."""
+        if not self.replica_of:
+            return True
+        return self.client(socket_timeout=1).info("replication").get("master_link_status") == "up"
 
     def stop(self, kill: bool = False) -> None:
         if self.process and self.process.poll() is None:

@@ -59,6 +59,22 @@ class RedisSettings(_Section):
         "to ride through a failover. Every queue script is safe to repeat (see docs/redis.md).",
     )
 
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Acknowledged means durable: the gateway answers a submit 202 only after this "
+        "many replicas have the write (Redis WAIT, in the submit's round trip); 0 does not wait. "
+        "Set it to 1 with replicas, so a failover loses no acknowledged job.",
+    )
+    wait_timeout_ms: int = Field(
+        500,
+        ge=1,
+        le=60_000,
+        description="How long a submit waits for `wait_replicas`; past it the answer is a 503 "
+        "the client may retry under its Idempotency-Key.",
+    )
+
     @field_validator("sentinels")
     @classmethod
     def _host_ports(cls, sentinels: list[str]) -> list[str]:

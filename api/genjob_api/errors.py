@@ -8,10 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from genjob.errors import NotReplicatedError
 
 
 class ApiError(Exception):
@@ -88,6 +91,31 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(NotReplicatedError)
+    async def _not_replicated(_request: Request, exc: NotReplicatedError) -> JSONResponse:
+        import structlog
+
+        structlog.get_logger("genjob.api").warning("submit not replicated in time", error=str(exc))
+        return error_response(
+            503,
+            "queue_not_durable",
+            f"the job queue did not confirm the job on a replica in time ({exc}); retry shortly "
+            "with the same Idempotency-Key (without one, a retry may create a second job)",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(redis.exceptions.OutOfMemoryError)
+    async def _redis_full(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        import structlog
+
+        structlog.get_logger("genjob.api").warning("redis refuses writes: maxmemory reached", error=str(exc))
+        return error_response(
+            503,
+            "queue_full",
+            "the job queue is full (Redis reached its memory limit); retry later",
+            headers={"Retry-After": "30"},
+        )
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)

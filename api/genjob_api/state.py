@@ -61,7 +61,14 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
         from genjob_api.backends.local_submit import SubmitScript
 
         retention = settings.queue.finished_retention_seconds
-        submitter = SubmitScript(aclient, keys, settings.queue.events_max_length, retention)
+        submitter = SubmitScript(
+            aclient,
+            keys,
+            settings.queue.events_max_length,
+            retention,
+            wait_replicas=settings.redis.wait_replicas,
+            wait_timeout_ms=settings.redis.wait_timeout_ms,
+        )
         backend = LocalBackend(queue, submitter, estimator, retention)
     return GatewayState(
         settings=settings,

@@ -7,14 +7,21 @@ job's queue position and the tier's active worker count: everything the 202 need
 The script is registered on the asyncio client (redis-py's `register_script`: EVALSHA,
 loading the script again if Redis lost it). A connection error reaches the route as a
 503 (errors.py); retrying is the client's call (an Idempotency-Key makes it safe).
+
+With `redis.wait_replicas`, the script and a `WAIT` go out in one pipeline on one connection
+(WAIT counts the replicas that have this connection's writes): the answer comes once the
+job is on that many replicas, or NotReplicatedError (a 503) after `redis.wait_timeout_ms`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
+from genjob.errors import NotReplicatedError
 from genjob.keys import RedisKeys
 from genjob.queue import EnqueueResult, JobState, NewJob
 from genjob.queue.core import enqueue_call
@@ -35,12 +42,44 @@ class Submitted:
 
 class SubmitScript:
     def __init__(
-        self, client: aredis.Redis, keys: RedisKeys, events_max_length: int, retention_seconds: int
+        self,
+        client: aredis.Redis,
+        keys: RedisKeys,
+        events_max_length: int,
+        retention_seconds: int,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
+        self.client = client
         self.keys = keys
         self.script = client.register_script(script_source("submit"))
         self.events_max_length = events_max_length
         self.retention_ms = retention_seconds * 1000
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+
+    async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
+        if not self.wait_replicas:
+            return cast("list[Any]", await self.script(keys=keys, args=args))
+        reply, acknowledged = await self._run_and_wait(keys, args)
+        if isinstance(reply, NoScriptError):  # a primary without the script (after a failover)
+            self.script.sha = await self.client.script_load(self.script.script)
+            reply, acknowledged = await self._run_and_wait(keys, args)
+        for answer in (reply, acknowledged):
+            if isinstance(answer, Exception):
+                raise answer
+        if acknowledged < self.wait_replicas:
+            raise NotReplicatedError(acknowledged, self.wait_replicas, self.wait_timeout_ms)
+        return cast("list[Any]", reply)
+
+    async def _run_and_wait(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """EVALSHA and WAIT in one round trip on one connection (raw EVALSHA: a pipeline that
+        knows the script would ask SCRIPT EXISTS first, a second round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            return cast("list[Any]", await pipe.execute(raise_on_error=False))
 
     async def submit(self, job: NewJob, tenant: str, rate: RateCounter | None = None) -> Submitted:
         """Enqueue (counting the request on `rate` first, if given); RateLimitedError when over."""
@@ -51,7 +90,7 @@ class SubmitScript:
             rate.key if rate else "",  # "": unused
         ]
         args += [rate.limit if rate else 0, WINDOW_SECONDS + 1, WORKER_WINDOW_MS, self.retention_ms]
-        reply = await self.script(keys=keys, args=args)
+        reply = await self._run(keys, args)
         decision = RateDecision.of(int(reply[1]), rate.limit, rate.now) if rate else None
         if not reply[0]:
             assert decision is not None  # only a counted request can be over the limit

@@ -184,7 +184,11 @@ async def create_generation(
         view, decision = await state.backend.submit(job_id, spec, caller, meta, rate)
     except RateLimitedError as exc:
         raise rate_limit_error(exc.decision, state.metrics) from None
-    except Exception:
+    except ApiError:
+        # Refused (admission, tenant): nothing was created, so the caller may fix the body and
+        # retry under the same key. Any other error (a timeout, a lost connection) may come
+        # after the job was created: the key keeps its job id, and a retry finds or creates
+        # that one job, never a second.
         if idempotency_key is not None:
             await state.idempotency.release(caller.key_id, idempotency_key)
         raise
