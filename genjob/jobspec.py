@@ -137,17 +137,20 @@ SPEC_CEL_RULES: list[dict[str, str]] = [
 def check_against_tier(spec: GenerationJobSpec, tier_name: str, tier: TierConfig) -> None:
     """Raise InvalidSpecError naming every field that exceeds the tier's limits."""
     limits = tier.limits
-    problems = []
-    if spec.width > limits.max_width:
-        problems.append(f"width {spec.width} exceeds the {tier_name} tier maximum {limits.max_width}")
-    if spec.height > limits.max_height:
-        problems.append(f"height {spec.height} exceeds the {tier_name} tier maximum {limits.max_height}")
-    if spec.steps > limits.max_steps:
-        problems.append(f"steps {spec.steps} exceeds the {tier_name} tier maximum {limits.max_steps}")
-    if spec.num_images > limits.max_images:
-        problems.append(
-            f"numImages {spec.num_images} exceeds the {tier_name} tier maximum {limits.max_images}"
-        )
+    bounds = [
+        ("width", spec.width, limits.max_width),
+        ("height", spec.height, limits.max_height),
+        ("steps", spec.steps, limits.max_steps),
+        ("numImages", spec.num_images, limits.max_images),
+        ("priority", spec.priority, limits.max_priority),
+        ("maxAttempts", spec.max_attempts, limits.max_attempts),
+        ("timeoutSeconds", spec.timeout_seconds, limits.max_timeout_seconds),
+    ]
+    problems = [
+        f"{field} {value} exceeds the {tier_name} tier maximum {maximum}"
+        for field, value, maximum in bounds
+        if value > maximum
+    ]
     if problems:
         raise InvalidSpecError("; ".join(problems) + ". Lower the values or use a higher tier.")
 

@@ -28,6 +28,15 @@ class TierLimits(BaseModel):
     max_concurrent_per_tenant: int = Field(
         4, ge=1, le=10_000, description="Jobs of one tenant admitted (queued or running) at once."
     )
+    # The spec's defaults (priority 0, maxAttempts 3, timeoutSeconds 600) are the lowest bounds
+    # allowed here, so a job that leaves these fields out is admitted in every tier.
+    max_priority: int = Field(
+        0, ge=0, le=9, description="Highest priority a job may ask for (it jumps the tier's queue)."
+    )
+    max_attempts: int = Field(3, ge=3, le=20, description="Most attempts (maxAttempts) a job may ask for.")
+    max_timeout_seconds: int = Field(
+        600, ge=600, le=86_400, description="Longest per-attempt deadline (timeoutSeconds) a job may ask for."
+    )
 
 
 class TierConfig(BaseModel):
@@ -48,28 +57,38 @@ class TierConfig(BaseModel):
         return self.allowed_tenants is None or tenant in self.allowed_tenants
 
 
-def _tier(weight: int, size: int, steps: int, images: int, concurrent: int, spill: list[str]) -> TierConfig:
-    return TierConfig(
-        weight=weight,
-        limits=TierLimits(
-            max_width=size,
-            max_height=size,
-            max_steps=steps,
-            max_images=images,
-            max_concurrent_per_tenant=concurrent,
-        ),
-        spill_over_to=spill,
+def _tier(
+    weight: int,
+    spill: list[str],
+    size: int,
+    steps: int,
+    images: int,
+    concurrent: int,
+    priority: int,
+    attempts: int,
+    timeout: int,
+) -> TierConfig:
+    limits = TierLimits(
+        max_width=size,
+        max_height=size,
+        max_steps=steps,
+        max_images=images,
+        max_concurrent_per_tenant=concurrent,
+        max_priority=priority,
+        max_attempts=attempts,
+        max_timeout_seconds=timeout,
     )
+    return TierConfig(weight=weight, limits=limits, spill_over_to=spill)  # fmt: skip
 
 
 def default_tiers() -> dict[str, TierConfig]:
-    """The built-in tiers, highest first."""
-    return {
-        "enterprise": _tier(16, 2048, 150, 8, 64, ["studio"]),
-        "studio": _tier(8, 1536, 100, 8, 16, ["pro"]),
-        "pro": _tier(4, 1024, 75, 4, 8, ["starter"]),
-        "starter": _tier(2, 768, 50, 2, 4, ["free"]),
-        "free": _tier(1, 512, 30, 1, 1, []),
+    """The built-in tiers, highest first (the chart's values.yaml lists the same limits)."""
+    return {  # weight, spill-over, size, steps, images, concurrent, priority, attempts, timeout
+        "enterprise": _tier(16, ["studio"], 2048, 150, 8, 64, 9, 10, 7200),
+        "studio": _tier(8, ["pro"], 1536, 100, 8, 16, 6, 8, 3600),
+        "pro": _tier(4, ["starter"], 1024, 75, 4, 8, 4, 5, 1800),
+        "starter": _tier(2, ["free"], 768, 50, 2, 4, 2, 3, 900),
+        "free": _tier(1, [], 512, 30, 1, 1, 0, 3, 600),
     }
 
 

@@ -64,6 +64,21 @@ def test_tier_limits_are_enforced_with_every_problem_named() -> None:
     assert "steps 31 exceeds the free tier maximum 30" in str(info.value)
 
 
+def test_tiers_bound_priority_attempts_and_timeout() -> None:
+    """A caller cannot pick the tier's priority, retries or deadline: each is bounded by the
+    tier, and the spec's defaults fit every default tier."""
+    settings = GenjobSettings()
+    assert admit(spec(), "acme", settings).priority == 0
+    with pytest.raises(InvalidSpecError) as info:
+        admit(spec(priority=9, maxAttempts=20, timeoutSeconds=86400), "acme", settings)
+    assert "priority 9 exceeds the free tier maximum 0" in str(info.value)
+    assert "maxAttempts 20 exceeds the free tier maximum 3" in str(info.value)
+    assert "timeoutSeconds 86400 exceeds the free tier maximum 600" in str(info.value)
+    assert admit(spec(tier="enterprise", priority=9, maxAttempts=10), "acme", settings).priority == 9
+    with pytest.raises(InvalidSpecError, match="priority 5 exceeds the pro tier maximum 4"):
+        admit(spec(tier="pro", priority=5), "acme", settings)
+
+
 def test_admission_resolves_the_default_model_and_rejects_unknown_ones() -> None:
     settings = GenjobSettings()
     assert admit(spec(), "acme", settings).model == "tiny"
