@@ -6,6 +6,8 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | --- | --- | --- |
 | `{p}:job:{id}` | hash | the job record: spec, state, attempts, lease, result |
 | `{p}:pending:{tier}` | list | ids ready to run, claimed from the head (KEDA: list length) |
+| `{p}:pending:{tier}:by-priority` | sorted set | pending ids of priority > 0, in claim order (claimed before the list; KEDA: ZCARD) |
+| `{p}:pending:{tier}:by-priority:seq` | string | sequence that keeps each priority band first-in first-out |
 | `{p}:inflight:{tier}` | sorted set | ids being run, scored by lease deadline (KEDA: ZCARD) |
 | `{p}:queued-at:{tier}` | sorted set | pending ids scored by enqueue time (oldest pending age) |
 | `{p}:delayed:{tier}` | sorted set | ids waiting for a retry, scored by due time |
@@ -19,7 +21,9 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
 | `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
 
-The KEDA ScaledObjects of the Helm chart read `pending` and `inflight` by these names.
+The KEDA ScaledObjects of the Helm chart read `pending`, `pending:{tier}:by-priority` and
+`inflight` by these names. The Lua scripts derive the by-priority keys from the pending key
+they are given (`pending_by_priority(t) == pending(t) + ":by-priority"`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class RedisKeys:
 
     def pending(self, tier: str) -> str:
         return f"{self.prefix}:pending:{tier}"
+
+    def pending_by_priority(self, tier: str) -> str:
+        return f"{self.pending(tier)}:by-priority"
 
     def inflight(self, tier: str) -> str:
         return f"{self.prefix}:inflight:{tier}"

@@ -351,11 +351,19 @@ class JobQueue:
             return [JobRecord.from_hash(h) if h else None for h in pipe.execute()]
 
     def pending_position(self, job: JobRecord) -> int | None:
-        """0-based position of a queued job in its tier's list (O(N) in Redis; for status reads)."""
+        """0-based place of a queued job in its tier's line: priority jobs first (their rank,
+        O(log n)), then the pending list (LPOS, O(N) in Redis; for status reads)."""
         if job.state != JobState.QUEUED:
             return None
-        pos = cast("int | None", self.client.lpos(self.keys.pending(job.tier), job.id))
-        return pos
+        ranked = self.keys.pending_by_priority(job.tier)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrank(ranked, job.id)
+            pipe.zcard(ranked)
+            pipe.lpos(self.keys.pending(job.tier), job.id)
+            rank, ahead, pos = pipe.execute()
+        if rank is not None:
+            return cast(int, rank)
+        return None if pos is None else cast(int, ahead) + cast(int, pos)
 
     def stats(
         self, tiers: Sequence[str] | None = None, worker_window_seconds: float = 60.0
@@ -372,6 +380,7 @@ class JobQueue:
             pipe.time()
             for t in names:
                 pipe.llen(k.pending(t))
+                pipe.zcard(k.pending_by_priority(t))
                 pipe.zcard(k.inflight(t))
                 pipe.zcard(k.delayed(t))
                 pipe.llen(k.dead(t))
@@ -382,9 +391,9 @@ class JobQueue:
         now_ms = seconds * 1000 + micros // 1000
         out = []
         for i, t in enumerate(names):
-            pending, inflight, delayed, dead, oldest, workers = replies[1 + i * 6 : 7 + i * 6]
+            listed, ranked, inflight, delayed, dead, oldest, workers = replies[1 + i * 7 : 8 + i * 7]
             age = max(0.0, (now_ms - oldest[0][1]) / 1000) if oldest else 0.0
-            out.append(TierStats(t, pending, inflight, delayed, dead, age, workers))
+            out.append(TierStats(t, listed + ranked, inflight, delayed, dead, age, workers))
         return out
 
     def active_workers(self, within_seconds: float = 60.0, tier: str | None = None) -> int:

@@ -92,6 +92,7 @@ class Reaper:
         with self.queue.client.pipeline(transaction=False) as pipe:
             for t in self.queue.tiers:
                 pipe.lrange(k.pending(t), 0, -1)
+                pipe.zrange(k.pending_by_priority(t), 0, -1)
                 pipe.zrange(k.inflight(t), 0, -1)
                 pipe.zrange(k.delayed(t), 0, -1)
             replies: list[list[str]] = pipe.execute()

@@ -95,6 +95,43 @@ def test_higher_priority_jumps_ahead_within_a_tier(job_queue: JobQueue) -> None:
     assert order == ["p9", "p5", "p5b", "n1", "n2"]
 
 
+def _commands_run(client: redis.Redis) -> int:
+    return sum(int(v["calls"]) for v in client.info("commandstats").values())
+
+
+def test_a_priority_insert_costs_the_same_whatever_the_backlog(job_queue: JobQueue) -> None:
+    """The attack: a long backlog of high-priority jobs made each new priority job scan the
+    list inside Redis. The number of Redis commands one enqueue runs does not grow with it."""
+    costs = []
+    for backlog in (10, 2_000):
+        job_queue.client.flushdb()
+        for i in range(backlog):
+            job_queue.enqueue(job(f"b{i}-q", priority=9))
+        job_queue.client.config_resetstat()
+        job_queue.enqueue(job(f"new-{backlog}", priority=5))
+        costs.append(_commands_run(job_queue.client))
+    assert costs[0] == costs[1], costs
+    order = [c.id for c in job_queue.claim(["free"], "w", max_jobs=1)]
+    assert order == ["b0-q"]  # priority 9 before 5, oldest first
+
+
+def test_priority_bands_keep_fifo_and_retries_go_to_the_head_of_their_band(job_queue: JobQueue) -> None:
+    for name, priority in (("a5", 5), ("b0", 0), ("c5", 5), ("d9", 9), ("e0", 0)):
+        job_queue.enqueue(job(name, priority=priority))
+    assert job_queue.stats(["free"])[0].pending == 5
+    assert job_queue.pending_position(job_queue.get("e0")) == 4  # type: ignore[arg-type]
+    assert job_queue.pending_position(job_queue.get("c5")) == 2  # type: ignore[arg-type]
+    (first,) = job_queue.claim(["free"], "w")
+    assert first.id == "d9"
+    (second,) = job_queue.claim(["free"], "w")
+    assert second.id == "a5"
+    assert job_queue.requeue(second, "Preempted", "node going away")
+    assert job_queue.cancel("c5") == CancelOutcome.CANCELLED
+    order = [job_queue.claim(["free"], "w")[0].id for _ in range(3)]
+    assert order == ["a5", "b0", "e0"]
+    assert job_queue.stats(["free"])[0].pending == 0
+
+
 def test_claim_blocks_until_work_arrives(job_queue: JobQueue) -> None:
     """An idle claim waits on the wake list and returns the job enqueued meanwhile."""
     timer = threading.Timer(0.3, lambda: job_queue.enqueue(job("late")))

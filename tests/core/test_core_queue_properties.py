@@ -98,7 +98,9 @@ class QueueMachine(RuleBasedStateMachine):
         if not hasattr(self, "queue"):
             return
         for tier in TIERS:
-            pending = self.client.lrange(self.keys.pending(tier), 0, -1)
+            listed = self.client.lrange(self.keys.pending(tier), 0, -1)
+            ranked = self.client.zrange(self.keys.pending_by_priority(tier), 0, -1)
+            pending = listed + ranked  # priority 0 on the list, priority > 0 in the sorted set
             assert len(pending) == len(set(pending)), "an id is queued twice"
             inflight = set(self.client.zrange(self.keys.inflight(tier), 0, -1))
             delayed = set(self.client.zrange(self.keys.delayed(tier), 0, -1))

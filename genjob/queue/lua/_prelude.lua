@@ -20,9 +20,33 @@ local function emit(stream, maxlen, kind, job_id, tier, ts, fields)
   end
 end
 
--- Put a job id back on its pending list so it is claimed next, and wake one idle worker.
+-- Jobs with priority > 0 wait in a sorted set beside the tier's pending list
+-- (RedisKeys.pending_by_priority: the list's name + ':by-priority'), scored by band
+-- (10 - priority) * 2^40, plus a per-tier sequence at the tail of the band or minus it at
+-- the head: an insert is O(log n) whatever the backlog. Claims take from it before the list.
+local PRIORITY_BAND = 1099511627776
+
+local function by_priority(pending)
+  return pending .. ':by-priority'
+end
+
+-- Put a queued job in line: priority 0 on the pending list, a priority job in its band.
+local function enter_line(pending, job_key, job_id, at_head)
+  local priority = tonumber(redis.call('HGET', job_key, 'priority') or '0')
+  if priority > 0 then
+    local ranked = by_priority(pending)
+    local seq = redis.call('INCR', ranked .. ':seq')
+    redis.call('ZADD', ranked, (10 - priority) * PRIORITY_BAND + (at_head and -seq or seq), job_id)
+  elseif at_head then
+    redis.call('LPUSH', pending, job_id)
+  else
+    redis.call('RPUSH', pending, job_id)
+  end
+end
+
+-- Put a job id back at the head of its line so it is claimed next, and wake one idle worker.
 local function push_head(pending, queued_at, wake, job_key, job_id)
-  redis.call('LPUSH', pending, job_id)
+  enter_line(pending, job_key, job_id, true)
   redis.call('ZADD', queued_at, redis.call('HGET', job_key, 'enqueued_at'), job_id)
   redis.call('RPUSH', wake, '1')
   redis.call('LTRIM', wake, -1000, -1)
@@ -45,31 +69,11 @@ local function enqueue_job(job_key, pending, queued_at, wake, events, id, tier, 
   if redis.call('EXISTS', job_key) == 1 then
     return {0, redis.call('HGET', job_key, 'state'), now}
   end
-  priority = tonumber(priority)
   redis.call('HSET', job_key, 'id', id, 'tier', tier, 'state', 'queued', 'spec', spec,
     'priority', priority, 'attempts', 0, 'max_attempts', max_attempts, 'claims', 0,
     'batch_key', batch_key, 'meta', meta, 'enqueued_at', now, 'cancel_requested', 0)
 
-  -- Priority 0 (the common case) appends in O(1); a higher priority is inserted before the
-  -- first job of lower priority, scanning only the run of higher-or-equal ones at the head.
-  local inserted = false
-  if priority > 0 then
-    local start = 0
-    while not inserted do
-      local chunk = redis.call('LRANGE', pending, start, start + 99)
-      if #chunk == 0 then break end
-      for _, other in ipairs(chunk) do
-        local p = tonumber(redis.call('HGET', job_prefix .. other, 'priority') or '0')
-        if p < priority then
-          redis.call('LINSERT', pending, 'BEFORE', other, id)
-          inserted = true
-          break
-        end
-      end
-      start = start + 100
-    end
-  end
-  if not inserted then redis.call('RPUSH', pending, id) end
+  enter_line(pending, job_key, id, false)
   redis.call('ZADD', queued_at, now, id)
   redis.call('RPUSH', wake, '1')
   redis.call('LTRIM', wake, -1000, -1)

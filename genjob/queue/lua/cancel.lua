@@ -9,6 +9,7 @@ if not state then return {0, 'not_found'} end
 local now = now_ms()
 if state == 'queued' or state == 'delayed' then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
+  redis.call('ZREM', by_priority(KEYS[2]), ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
   cancel_job(KEYS[1], KEYS[5], ARGV[4], ARGV[1], f[2], f[3], ARGV[2], ARGV[3], now)

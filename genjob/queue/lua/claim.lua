@@ -23,18 +23,24 @@ for t = 1, ntiers do
     redis.call('HSET', prefix .. id, 'state', 'queued')
     push_head(pending, queued_at, wake, prefix .. id, id)
   end
+  local ranked = by_priority(pending)
   while claimed < max_jobs do
-    local id = redis.call('LINDEX', pending, 0)
+    -- Priority jobs first (the lowest score is the highest priority), then the list's head.
+    local id, ranked_first = redis.call('ZRANGE', ranked, 0, 0)[1], true
+    if not id then id, ranked_first = redis.call('LINDEX', pending, 0), false end
     if not id then break end
+    local function leave_line()
+      if ranked_first then redis.call('ZREM', ranked, id) else redis.call('LPOP', pending) end
+    end
     local key = prefix .. id
     local fields = redis.call('HMGET', key, 'state', 'batch_key', 'tier', 'spec', 'attempts', 'max_attempts', 'enqueued_at', 'meta')
     if fields[1] ~= 'queued' then
       -- A stale id (its record expired or changed state): drop it and look again.
-      redis.call('LPOP', pending)
+      leave_line()
       redis.call('ZREM', queued_at, id)
     else
       if claimed > 0 and fields[2] ~= batch_key then break end
-      redis.call('LPOP', pending)
+      leave_line()
       batch_key = fields[2]
       local lease = tostring(redis.call('HINCRBY', key, 'claims', 1))
       redis.call('HSET', key, 'state', 'running', 'worker', worker, 'lease', lease, 'started_at', now,
@@ -49,7 +55,7 @@ for t = 1, ntiers do
       claimed = claimed + 1
     end
   end
-  if redis.call('LLEN', pending) == 0 then redis.call('DEL', wake) end
+  if redis.call('LLEN', pending) == 0 and redis.call('ZCARD', ranked) == 0 then redis.call('DEL', wake) end
   if claimed > 0 then break end
 end
 return out

@@ -14,8 +14,14 @@ end
 local id = ARGV[1]
 local result = enqueue_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], unpack(ARGV, 1, 9))
 local now = result[3]
--- A priority-0 job was appended: search from the tail (O(1)); a priority job from the head.
-local position = redis.call('LPOS', KEYS[2], id, 'RANK', tonumber(ARGV[4]) == 0 and -1 or 1)
+-- A priority job's place is its rank among the priority jobs (O(log n)); a priority-0 job was
+-- appended to the list, behind every priority job: search the list from its tail (O(1)).
+local ranked = by_priority(KEYS[2])
+local position = redis.call('ZRANK', ranked, id)
+if not position then
+  position = redis.call('LPOS', KEYS[2], id, 'RANK', -1)
+  if position then position = position + redis.call('ZCARD', ranked) end
+end
 local workers = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[12]), '+inf')
 redis.call('ZADD', KEYS[7], 'NX', now, id)
 -- Entries older than the job records' retention point at expired jobs.
