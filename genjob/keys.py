@@ -6,7 +6,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | --- | --- | --- |
 | `{p}:job:{id}` | hash | the job record: spec, state, attempts, lease, result |
 | `{p}:pending:{tier}` | list | ids ready to run, claimed from the head (KEDA: list length) |
-| `{p}:pending:{tier}:by-priority` | sorted set | pending ids of priority > 0, in claim order (claimed before the list; KEDA: ZCARD) |
+| `{p}:pending:{tier}:by-priority` | sorted set | pending ids of priority > 0, claimed first (KEDA: ZCARD) |
 | `{p}:pending:{tier}:by-priority:seq` | string | sequence that keeps each priority band first-in first-out |
 | `{p}:inflight:{tier}` | sorted set | ids being run, scored by lease deadline (KEDA: ZCARD) |
 | `{p}:queued-at:{tier}` | sorted set | pending ids scored by enqueue time (oldest pending age) |

@@ -351,19 +351,28 @@ class JobQueue:
             return [JobRecord.from_hash(h) if h else None for h in pipe.execute()]
 
     def pending_position(self, job: JobRecord) -> int | None:
-        """0-based place of a queued job in its tier's line: priority jobs first (their rank,
-        O(log n)), then the pending list (LPOS, O(N) in Redis; for status reads)."""
-        if job.state != JobState.QUEUED:
-            return None
-        ranked = self.keys.pending_by_priority(job.tier)
+        """0-based place of a queued job in its tier's line (None unless it is queued)."""
+        return self.place_in_line(job.tier, job.id) if job.state == JobState.QUEUED else None
+
+    def place_in_line(self, tier: str, job_id: str) -> int | None:
+        """0-based place of a waiting id in its tier's line: priority jobs first (their rank,
+        O(log n)), then the pending list (LPOS, O(N) in Redis; for status reads); None if absent."""
+        ranked = self.keys.pending_by_priority(tier)
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrank(ranked, job.id)
+            pipe.zrank(ranked, job_id)
             pipe.zcard(ranked)
-            pipe.lpos(self.keys.pending(job.tier), job.id)
+            pipe.lpos(self.keys.pending(tier), job_id)
             rank, ahead, pos = pipe.execute()
         if rank is not None:
             return cast(int, rank)
         return None if pos is None else cast(int, ahead) + cast(int, pos)
+
+    def line_length(self, tier: str) -> int:
+        """Jobs waiting in a tier (pending list plus priority jobs)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(self.keys.pending(tier))
+            pipe.zcard(self.keys.pending_by_priority(tier))
+            return sum(cast("list[int]", pipe.execute()))
 
     def stats(
         self, tiers: Sequence[str] | None = None, worker_window_seconds: float = 60.0

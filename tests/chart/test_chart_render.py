@@ -222,8 +222,9 @@ def test_scaledobjects_scale_on_pending_plus_inflight_keys(rendered, variant) ->
     for tier, so in scaled.items():
         spec = so["spec"]
         triggers = {t["name"]: t for t in spec["triggers"]}
-        assert set(triggers) == {"pending", "inflight"}
+        assert set(triggers) == {"pending", "priority", "inflight"}
         assert triggers["pending"]["metadata"]["listName"] == keys.pending(tier)
+        assert triggers["priority"]["metadata"]["listName"] == keys.pending_by_priority(tier)
         assert triggers["inflight"]["metadata"]["listName"] == keys.inflight(tier)
         modifiers = spec["advanced"]["scalingModifiers"]
         assert set(re.findall(r"[a-z_]+", modifiers["formula"])) == set(triggers)

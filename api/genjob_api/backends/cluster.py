@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -182,14 +181,11 @@ class ClusterBackend:
         yet) will land at the end of the list."""
         if self.queue is None or obj is None or view.status not in (Status.PENDING, Status.QUEUED):
             return view
-        keys = self.queue.keys
-        with self.queue.client.pipeline(transaction=False) as pipe:
-            if view.status == Status.QUEUED:
-                pipe.lpos(keys.pending(view.tier), obj["metadata"].get("uid", ""))
-            else:
-                pipe.llen(keys.pending(view.tier))
-            pipe.zcount(keys.tier_workers(view.tier), int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf")
-            position, workers = pipe.execute()
+        if view.status == Status.QUEUED:
+            position = self.queue.place_in_line(view.tier, obj["metadata"].get("uid", ""))
+        else:
+            position = self.queue.line_length(view.tier)
+        workers = self.queue.active_workers(WORKER_WINDOW_MS / 1000, view.tier)
         if position is None:
             return view
         return view.model_copy(

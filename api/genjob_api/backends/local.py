@@ -8,7 +8,6 @@ indexed in `tenant_jobs(tenant)` (sorted by creation time) for listing.
 
 from __future__ import annotations
 
-import time
 from typing import Any, cast
 
 import redis
@@ -134,12 +133,8 @@ class LocalBackend:
             return None
         position = workers = None
         if record.state == JobState.QUEUED:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.lpos(self.keys.pending(record.tier), record.id)
-                pipe.zcount(
-                    self.keys.tier_workers(record.tier), int(time.time() * 1000) - WORKER_WINDOW_MS, "+inf"
-                )
-                position, workers = pipe.execute()
+            position = self.queue.pending_position(record)
+            workers = self.queue.active_workers(WORKER_WINDOW_MS / 1000, record.tier)
         return self._view(record, position, workers)
 
     def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None:
