@@ -1,19 +1,26 @@
-"""Benchmark: requests/s and p99 latency of `POST /v1/generations` at a fixed concurrency.
+"""Benchmark: requests/s and latency of `POST /v1/generations` at 16 connections, against
+the gateways a team would write instead of genjob.
 
-Reference, measured in the same run with the same server settings (one uvicorn process,
-no access log, loopback; the gateway's own settings: uvloop and httptools, as `genjob api`
-runs, or asyncio and h11 with GENJOB_BENCH_SERVER=h11): a bare FastAPI handler returning
-a constant on the same path.
-Both servers run as subprocesses; the load generator is a minimal keep-alive HTTP/1.1
-client on asyncio (cheap, so it steals as little CPU as possible from the server on a
-2-core machine). Rounds alternate reference / gateway; medians of the rounds are
-reported. The gateway runs in local mode against a private redis-server; the key's tier
-has no worker, so jobs only queue. Also reported: Redis round trips and commands per POST
-(one request at a time: counted in-process on the client connection, and on the server with
-INFO commandstats), and under the load Redis socket reads per POST (INFO stats: submits
-issued in one event-loop turn go out in one write).
+Question: is genjob's submit (authentication, admission, rate limit, one Redis script that
+enqueues, indexes and answers the queue position) faster than a FastAPI endpoint that
+enqueues the same request with Celery (`send_task`), arq (`enqueue_job`) or RQ
+(`Queue.enqueue`)? The alternatives are bench/refs/ref_gateway.py, each in its library's
+pinned venv with the same FastAPI, pydantic and uvicorn versions as genjob's
+(bench/refs/venvs.py). A bare FastAPI handler returning a constant is measured too, for
+context: the cost of the web stack alone.
 
-    python -m bench.gateway               # about 1.5 minutes
+Every server is one uvicorn process with the same settings (no access log, loopback; uvloop
+and httptools, as `genjob api` runs, or asyncio and h11 with GENJOB_BENCH_SERVER=h11), all
+on one private redis-server; no worker runs, so jobs only queue. The load generator is a
+minimal keep-alive HTTP/1.1 client on asyncio (cheap, so it steals as little CPU as
+possible from the server on a 2-core machine). Rounds visit every server in turn, the
+order rotating from round to round; medians of the rounds are reported. Also reported:
+genjob's Redis round trips and commands per POST (one request at a time: counted in-process
+on the client connection, and on the server with INFO commandstats).
+
+Last line: JSON, `value` genjob's POST/s, `reference` the fastest alternative's.
+
+    python -m bench.gateway               # about 3 minutes (+ the reference venvs, once)
     GENJOB_BENCH_QUICK=1 python -m bench.gateway
     GENJOB_BENCH_SERVER=h11 python -m bench.gateway   # pure-Python server stack
 """
@@ -33,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from bench.refs.venvs import GATEWAY_REFERENCES, ensure_venv
 from genjob.localredis import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +53,11 @@ KEY = "gj_bench_key"
 BODY = json.dumps({"prompt": "a red fox in the snow", "width": 64, "height": 64, "steps": 2}).encode()
 # uvicorn's "auto" picks uvloop and httptools (installed with the api extra), as `genjob api`.
 SERVER = {"loop": "asyncio", "http": "h11"} if os.environ.get("GENJOB_BENCH_SERVER") == "h11" else {}
+ALTERNATIVES = ("celery", "arq", "rq")
 SERVER_SNIPPET = """
 import json, sys, uvicorn
-if sys.argv[1] == "reference":
-    from bench.gateway import reference_app as factory
+if sys.argv[1] == "bare":
+    from bench.gateway import bare_app as factory
 else:
     from genjob_api.main import create_app as factory
 uvicorn.run(factory(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
@@ -56,7 +65,7 @@ uvicorn.run(factory(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warni
 """
 
 
-def reference_app() -> Any:
+def bare_app() -> Any:
     """The bare handler: FastAPI, one POST route, a constant answer."""
     from fastapi import FastAPI
 
@@ -119,13 +128,16 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
-def _start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER_SNIPPET, kind, str(port), json.dumps(SERVER)],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-    )
+def _command(kind: str, port: int, redis_url: str) -> list[str]:
+    if kind in ALTERNATIVES:
+        ref = GATEWAY_REFERENCES[kind]
+        db_url = f"{redis_url.rsplit('/', 1)[0]}/{1 + ALTERNATIVES.index(kind)}"  # a db of its own
+        return [str(ensure_venv(ref)), str(ref.script), kind, str(port), db_url, KEY, json.dumps(SERVER)]
+    return [sys.executable, "-c", SERVER_SNIPPET, kind, str(port), json.dumps(SERVER)]
+
+
+def _start(kind: str, port: int, redis_url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(_command(kind, port, redis_url), cwd=ROOT, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -200,27 +212,24 @@ def main() -> None:
         PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     )
     env.pop("GENJOB_CONFIG_FILE", None)
-    ports = {"reference": free_port(), "gateway": free_port()}
-    procs = {kind: _start(kind, port, env) for kind, port in ports.items()}
-    results: dict[str, list[tuple[float, list[float], list[int]]]] = {"reference": [], "gateway": []}
-    cpu_ms: dict[str, list[float]] = {"reference": [], "gateway": []}
-    stats = server.client()
-    reads_under_load = 0  # socket reads on the Redis server during gateway rounds
+    kinds = ("genjob", *ALTERNATIVES, "bare")
+    ports = {kind: free_port() for kind in kinds}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    results: dict[str, list[tuple[float, list[float], list[int]]]] = {kind: [] for kind in kinds}
+    cpu_ms: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
         for kind, port in ports.items():
+            procs[kind] = _start(kind, port, server.url, env)
             print(f"warm-up {kind} ({WARMUP_SECONDS:.0f}s)", flush=True)
             asyncio.run(_load(port, WARMUP_SECONDS))
         for i in range(ROUNDS):
-            for kind, port in ports.items():
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
                 cpu = _cpu_seconds(procs[kind].pid)
-                reads = int(stats.info("stats")["total_reads_processed"])
-                rps, lat, errors = asyncio.run(_load(port, ROUND_SECONDS))
+                rps, lat, errors = asyncio.run(_load(ports[kind], ROUND_SECONDS))
                 cpu_ms[kind].append((_cpu_seconds(procs[kind].pid) - cpu) * 1000 / max(1, len(lat)))
-                if kind == "gateway":
-                    reads_under_load += int(stats.info("stats")["total_reads_processed"]) - reads
                 results[kind].append((rps, lat, errors))
                 print(
-                    f"round {i + 1}/{ROUNDS} {kind:<9} {rps:8.0f} req/s  p50 {_p(lat, 0.5):6.1f} ms  "
+                    f"round {i + 1}/{ROUNDS} {kind:<7} {rps:8.0f} req/s  p50 {_p(lat, 0.5):6.1f} ms  "
                     f"p99 {_p(lat, 0.99):6.1f} ms  server CPU {cpu_ms[kind][-1]:.2f} ms/req  "
                     f"non-202: {len(errors)}",
                     flush=True,
@@ -239,45 +248,43 @@ def main() -> None:
             p.wait(timeout=10)
         server.stop()
 
-    def median_rps(kind: str) -> float:
-        return statistics.median(r[0] for r in results[kind])
+    def summary(kind: str) -> dict[str, Any]:
+        return {
+            "requests_per_s": round(statistics.median(r[0] for r in results[kind]), 1),
+            "p50_ms": round(statistics.median(_p(r[1], 0.5) for r in results[kind]), 2),
+            "p99_ms": round(statistics.median(_p(r[1], 0.99) for r in results[kind]), 2),
+            "server_cpu_ms_per_request": round(statistics.median(cpu_ms[kind]), 3),
+            "non_202": sum(len(r[2]) for r in results[kind]),
+        }
 
-    def median_p(kind: str, q: float) -> float:
-        return statistics.median(_p(r[1], q) for r in results[kind])
-
-    value, reference = median_rps("gateway"), median_rps("reference")
-    reads_per_post = reads_under_load / max(1, sum(len(r[1]) for r in results["gateway"]))
-    print(
-        f"Redis per POST: {trips:.2f} round trips, "
-        f"{commands / max(1, posts):.2f} commands (incl. script calls); under load "
-        f"{reads_per_post:.2f} Redis socket reads per POST "
-        "(submits of one event-loop turn share one write)"
-    )
+    systems = {kind: summary(kind) for kind in kinds}
+    value = systems["genjob"]["requests_per_s"]
+    fastest = max(ALTERNATIVES, key=lambda kind: systems[kind]["requests_per_s"])
+    reference = systems[fastest]["requests_per_s"]
+    print(f"Redis per POST (genjob): {trips:.2f} round trips, {commands / max(1, posts):.2f} commands")
     print(
         json.dumps(
             {
                 "bench": "gateway",
-                "value": round(value, 1),
+                "value": value,
                 "unit": "requests/s",
-                "reference": round(reference, 1),
+                "reference": reference,
                 "ratio": round(value / reference, 3) if reference else None,
                 "details": {
                     "better": "higher",
-                    "p99_ms": round(median_p("gateway", 0.99), 2),
-                    "p50_ms": round(median_p("gateway", 0.5), 2),
-                    "reference_p99_ms": round(median_p("reference", 0.99), 2),
-                    "server_cpu_ms_per_request": round(statistics.median(cpu_ms["gateway"]), 3),
-                    "reference_server_cpu_ms_per_request": round(statistics.median(cpu_ms["reference"]), 3),
+                    "reference_is": f"{fastest}: the fastest of {', '.join(ALTERNATIVES)}",
+                    **{kind: systems[kind] for kind in kinds},
+                    "faster_than_each_alternative": all(
+                        value > systems[kind]["requests_per_s"] for kind in ALTERNATIVES
+                    ),
+                    "p99_ms": systems["genjob"]["p99_ms"],
                     "concurrency": CONCURRENCY,
                     "rounds": ROUNDS,
                     "round_seconds": ROUND_SECONDS,
-                    "samples": sum(len(r[1]) for r in results["gateway"]),
-                    "non_202": sum(len(r[2]) for r in results["gateway"]),
                     "redis_round_trips_per_post": round(trips, 2),
                     "redis_commands_per_post": round(commands / max(1, posts), 2),
-                    "redis_reads_per_post_under_load": round(reads_per_post, 3),
                     "quick": QUICK,
-                    "server": "1 uvicorn process ({}), loopback, access log off".format(
+                    "server": "1 uvicorn process each ({}), loopback, access log off".format(
                         "h11, asyncio" if SERVER else "httptools, uvloop"
                     ),
                 },

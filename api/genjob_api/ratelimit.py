@@ -1,10 +1,10 @@
 """Per-API-key rate limits kept in Redis: a fixed one-minute window per key.
 
-Every gateway replica shares the counters, so the limit holds across replicas. A request
-is counted once, in the same round trip as its work where there is one: local mode's
-submit counts inside its script (`genjob/queue/lua/submit.lua`); every other route calls
-`RateLimiter.hit` (INCR and EXPIRE NX pipelined: one round trip on the asyncio client, no
-transaction needed, as a counter that outlives its window by a second is harmless).
+Every gateway replica shares the counters, so the limit holds across replicas. The counter
+is one Lua function (`genjob_api/lua/ratelimit.lua`, loaded before every gateway script) and
+a request is counted once, in the same round trip as its work where there is one: local
+mode's submit counts inside its script (`genjob_api/lua/submit.lua`); every other route
+calls `RateLimiter.hit` (`hit.lua`: one round trip on the asyncio client).
 Requests refused before any Redis work (401, 413, invalid bodies) are not counted.
 """
 
@@ -13,12 +13,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from importlib import resources
 
 import redis.asyncio as aredis
 
 from genjob.keys import RedisKeys
+from genjob.queue.scripts import prelude
 
 WINDOW_SECONDS = 60
+COUNTER_TTL_SECONDS = WINDOW_SECONDS + 1  # a counter outliving its window by a second is harmless
+
+
+def gateway_script(name: str) -> str:
+    """A gateway script (`genjob_api/lua/<name>.lua`) after what it builds on: the queue's
+    prelude and the request counter."""
+    lua = resources.files("genjob_api") / "lua"
+    return "\n".join((prelude(), (lua / "ratelimit.lua").read_text(), (lua / f"{name}.lua").read_text()))
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,9 @@ class RateCounter:
 
 class RateLimiter:
     def __init__(self, client: aredis.Redis, keys: RedisKeys, default_per_minute: int) -> None:
-        self.client = client
         self.keys = keys
         self.default_per_minute = default_per_minute
+        self._hit = client.register_script(gateway_script("hit"))
 
     def counter(self, key_id: str, per_minute: int | None = None) -> RateCounter:
         now = time.time()
@@ -76,8 +86,5 @@ class RateLimiter:
         return await self.count(self.counter(key_id, per_minute))
 
     async def count(self, counter: RateCounter) -> RateDecision:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.incr(counter.key)
-            pipe.expire(counter.key, WINDOW_SECONDS + 1, nx=True)
-            count = int((await pipe.execute())[0])
-        return RateDecision.of(count, counter.limit, counter.now)
+        count = await self._hit(keys=[counter.key], args=[COUNTER_TTL_SECONDS])
+        return RateDecision.of(int(count), counter.limit, counter.now)

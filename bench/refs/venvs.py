@@ -1,9 +1,12 @@
-"""Pinned virtual environments for the reference queue libraries of bench.queue.
+"""Pinned virtual environments for the reference queue libraries of bench.queue and bench.gateway.
 
 The references conflict with the project's own pins (arq needs redis<6, kombu 5.7 needs a
 newer redis than arq allows), so each lives in its own venv under `.venv/bench-refs/<name>/`,
 created on first use with progress output and reused while its pins are unchanged (a
 `pins.txt` stamp records what was installed). Drivers run as subprocesses of these venvs.
+bench.gateway's references (`<name>-gateway`) add the web stack at the versions the
+project's own venv runs (FastAPI, pydantic, uvicorn, uvloop, httptools), so the gateways
+compared differ only in what their endpoint does.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +51,16 @@ REFERENCES = {
     "dramatiq": Reference("dramatiq", ("dramatiq[redis]==2.2.1", "redis==8.1.0"), "ref_dramatiq.py"),
 }
 
+# The web stack of bench.gateway's references: the versions this venv runs genjob's gateway on.
+SERVER_PINS = tuple(
+    f"{dist}=={version(dist)}"
+    for dist in ("fastapi", "starlette", "pydantic", "pydantic-core", "uvicorn", "uvloop", "httptools")
+)
+GATEWAY_REFERENCES = {
+    name: Reference(f"{name}-gateway", REFERENCES[name].pins + SERVER_PINS, "ref_gateway.py")
+    for name in ("celery", "arq", "rq")
+}
+
 
 class VenvError(RuntimeError):
     """A reference venv could not be created or its pins installed."""
@@ -79,5 +93,5 @@ def ensure_venv(ref: Reference, say=print) -> Path:
 
 
 if __name__ == "__main__":
-    for reference in REFERENCES.values():
+    for reference in (*REFERENCES.values(), *GATEWAY_REFERENCES.values()):
         ensure_venv(reference)

@@ -11,7 +11,6 @@ Each call is one round trip (one script) unless said otherwise.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -27,6 +26,7 @@ from genjob.queue.records import (
     JobRecord,
     JobState,
     NewJob,
+    Place,
     ReapResult,
     TierStats,
     Touch,
@@ -34,6 +34,10 @@ from genjob.queue.records import (
 )
 from genjob.queue.scripts import QueueScripts
 from genjob.settings import QueueSettings
+
+# A worker is active while it claimed or heartbeated within this window (Redis's clock; the
+# prelude's active_workers). Heartbeats come every few seconds, claims at least every block timeout.
+ACTIVE_WORKER_WINDOW_MS = 60_000
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # json.dumps would build one per call
 
@@ -350,37 +354,33 @@ class JobQueue:
                 pipe.hgetall(self.keys.job(check_job_id(job_id)))
             return [JobRecord.from_hash(h) if h else None for h in pipe.execute()]
 
-    def pending_position(self, job: JobRecord) -> int | None:
-        """0-based place of a queued job in its tier's line (None unless it is queued)."""
-        return self.place_in_line(job.tier, job.id) if job.state == JobState.QUEUED else None
+    def place_in_line(self, job_id: str, tier: str) -> Place:
+        """A job's place in its tier's line (priority jobs first, by rank; then the pending list,
+        LPOS: O(N), for status reads), the line's length and the tier's active workers, in one
+        round trip."""
+        check_job_id(job_id)
+        k = self.keys
+        position, pending, workers = self.scripts.place(
+            keys=[k.pending(self._check_tier(tier)), k.tier_workers(tier)],
+            args=[job_id, ACTIVE_WORKER_WINDOW_MS],
+        )
+        return Place(None if position < 0 else position, pending, workers)
 
-    def place_in_line(self, tier: str, job_id: str) -> int | None:
-        """0-based place of a waiting id in its tier's line: priority jobs first (their rank,
-        O(log n)), then the pending list (LPOS, O(N) in Redis; for status reads); None if absent."""
-        ranked = self.keys.pending_by_priority(tier)
+    def unfinished_ids(self) -> list[str]:
+        """Ids pending, in flight or delayed in any tier (one round trip; the operator's sweep)."""
+        k = self.keys
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrank(ranked, job_id)
-            pipe.zcard(ranked)
-            pipe.lpos(self.keys.pending(tier), job_id)
-            rank, ahead, pos = pipe.execute()
-        if rank is not None:
-            return cast(int, rank)
-        return None if pos is None else cast(int, ahead) + cast(int, pos)
+            for t in self.tiers:
+                pipe.lrange(k.pending(t), 0, -1)
+                pipe.zrange(k.pending_by_priority(t), 0, -1)
+                pipe.zrange(k.inflight(t), 0, -1)
+                pipe.zrange(k.delayed(t), 0, -1)
+            replies: list[list[str]] = pipe.execute()
+        return [job_id for reply in replies for job_id in reply]
 
-    def line_length(self, tier: str) -> int:
-        """Jobs waiting in a tier (pending list plus priority jobs)."""
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.llen(self.keys.pending(tier))
-            pipe.zcard(self.keys.pending_by_priority(tier))
-            return sum(cast("list[int]", pipe.execute()))
-
-    def stats(
-        self, tiers: Sequence[str] | None = None, worker_window_seconds: float = 60.0
-    ) -> list[TierStats]:
+    def stats(self, tiers: Sequence[str] | None = None) -> list[TierStats]:
         """Pending, in-flight, delayed and dead-lettered counts, oldest pending age and active
-        workers per tier, in one round trip (the worker window is measured on this host's clock:
-        the ages use Redis's, which the same pipeline reads)."""
-        since_ms = int((time.time() - worker_window_seconds) * 1000)
+        workers per tier, in one round trip (ages and the worker window on Redis's clock)."""
         names = list(tiers or self.tiers)
         for t in names:
             self._check_tier(t)
@@ -394,21 +394,23 @@ class JobQueue:
                 pipe.zcard(k.delayed(t))
                 pipe.llen(k.dead(t))
                 pipe.zrange(k.queued_at(t), 0, 0, withscores=True)
-                pipe.zcount(k.tier_workers(t), since_ms, "+inf")
+            self.scripts.workers(
+                keys=[k.tier_workers(t) for t in names], args=[ACTIVE_WORKER_WINDOW_MS], client=pipe
+            )
             replies = pipe.execute()
         seconds, micros = replies[0]
         now_ms = seconds * 1000 + micros // 1000
+        workers = replies[-1]
         out = []
         for i, t in enumerate(names):
-            listed, ranked, inflight, delayed, dead, oldest, workers = replies[1 + i * 7 : 8 + i * 7]
+            listed, ranked, inflight, delayed, dead, oldest = replies[1 + i * 6 : 7 + i * 6]
             age = max(0.0, (now_ms - oldest[0][1]) / 1000) if oldest else 0.0
-            out.append(TierStats(t, listed + ranked, inflight, delayed, dead, age, workers))
+            out.append(TierStats(t, listed + ranked, inflight, delayed, dead, age, workers[i]))
         return out
 
-    def active_workers(self, within_seconds: float = 60.0, tier: str | None = None) -> int:
-        """Workers that claimed or heartbeated recently (of one tier: that claimed from it or
-        ran one of its jobs)."""
-        seconds, micros = self.client.time()
-        since_ms = seconds * 1000 + micros // 1000 - within_seconds * 1000
+    def active_workers(self, tier: str | None = None) -> int:
+        """Workers that claimed or heartbeated within ACTIVE_WORKER_WINDOW_MS (of one tier: that
+        claimed from it or ran one of its jobs)."""
         key = self.keys.tier_workers(self._check_tier(tier)) if tier else self.keys.workers
-        return self.client.zcount(key, since_ms, "+inf")
+        (count,) = self.scripts.workers(keys=[key], args=[ACTIVE_WORKER_WINDOW_MS])
+        return int(count)

@@ -192,4 +192,13 @@ class TierStats:
     delayed: int
     dead: int
     oldest_pending_age_seconds: float
-    workers: int = 0  # seen in the last `stats(worker_window_seconds=...)`
+    workers: int = 0  # active workers of the tier (JobQueue.active_workers)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a job stands in its tier's line (JobQueue.place_in_line)."""
+
+    position: int | None  # 0-based in line; None when not waiting (claimed, delayed, done)
+    pending: int  # jobs waiting in the tier (the pending list and the priority set)
+    workers: int  # active workers of the tier

@@ -12,13 +12,28 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-SCRIPT_NAMES = ("enqueue", "claim", "touch", "finish", "requeue", "cancel", "reap", "redrive")
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "touch",
+    "finish",
+    "requeue",
+    "cancel",
+    "reap",
+    "redrive",
+    "place",
+    "workers",
+)
+
+
+def prelude() -> str:
+    """The shared Lua functions (lua/_prelude.lua), also for scripts built on the queue's."""
+    return (resources.files("genjob.queue") / "lua" / "_prelude.lua").read_text()
 
 
 def script_source(name: str) -> str:
-    """A script's Lua with the prelude (`submit` is only loaded this way, by the gateway)."""
-    lua = resources.files("genjob.queue") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    """A script's Lua with the prelude."""
+    return prelude() + "\n" + (resources.files("genjob.queue") / "lua" / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,8 @@ class QueueScripts:
     cancel: Script
     reap: Script
     redrive: Script
+    place: Script
+    workers: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> QueueScripts:

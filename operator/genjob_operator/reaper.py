@@ -86,20 +86,8 @@ class Reaper:
             self._last_orphan_sweep = time.monotonic()
             self.sweep_orphans()
 
-    def unfinished_ids(self) -> list[str]:
-        """Ids pending, in flight or delayed in any tier (one round trip)."""
-        k = self.queue.keys
-        with self.queue.client.pipeline(transaction=False) as pipe:
-            for t in self.queue.tiers:
-                pipe.lrange(k.pending(t), 0, -1)
-                pipe.zrange(k.pending_by_priority(t), 0, -1)
-                pipe.zrange(k.inflight(t), 0, -1)
-                pipe.zrange(k.delayed(t), 0, -1)
-            replies: list[list[str]] = pipe.execute()
-        return [job_id for reply in replies for job_id in reply]
-
     def sweep_orphans(self) -> int:
-        ids = self.unfinished_ids()
+        ids = self.queue.unfinished_ids()
         if not ids:
             return 0
         known = {v.uid for v in self.cache.snapshot()}

@@ -10,7 +10,7 @@ import redis
 
 from genjob.errors import InvalidJobIdError, JobNotFoundError, NotDeadLetteredError, UnknownTierError
 from genjob.keys import RedisKeys
-from genjob.queue import CancelOutcome, ClaimedJob, JobQueue, JobState, NewJob, read_history
+from genjob.queue import CancelOutcome, ClaimedJob, JobQueue, JobState, NewJob, Place, read_history
 from genjob.settings import QueueSettings
 
 
@@ -119,8 +119,8 @@ def test_priority_bands_keep_fifo_and_retries_go_to_the_head_of_their_band(job_q
     for name, priority in (("a5", 5), ("b0", 0), ("c5", 5), ("d9", 9), ("e0", 0)):
         job_queue.enqueue(job(name, priority=priority))
     assert job_queue.stats(["free"])[0].pending == 5
-    assert job_queue.pending_position(job_queue.get("e0")) == 4  # type: ignore[arg-type]
-    assert job_queue.pending_position(job_queue.get("c5")) == 2  # type: ignore[arg-type]
+    assert job_queue.place_in_line("e0", "free").position == 4
+    assert job_queue.place_in_line("c5", "free").position == 2
     (first,) = job_queue.claim(["free"], "w")
     assert first.id == "d9"
     (second,) = job_queue.claim(["free"], "w")
@@ -335,7 +335,27 @@ def test_stats_report_counts_and_oldest_age(job_queue: JobQueue) -> None:
     assert job_queue.active_workers() == 1
 
 
-def test_workers_are_counted_per_tier_they_serve(job_queue: JobQueue) -> None:
+def test_place_in_line_gives_position_length_and_the_tiers_workers(job_queue: JobQueue) -> None:
+    for name in "abc":
+        job_queue.enqueue(job(name))
+    job_queue.claim(["free", "pro"], "w")  # claims "a"; the worker now serves free and pro
+    assert job_queue.place_in_line("c", "free") == Place(position=1, pending=2, workers=1)
+    assert job_queue.place_in_line("a", "free") == Place(position=None, pending=2, workers=1)
+    assert job_queue.place_in_line("x", "starter") == Place(position=None, pending=0, workers=0)
+    with pytest.raises(UnknownTierError):
+        job_queue.place_in_line("c", "nope")
+
+
+def test_unfinished_ids_are_the_pending_in_flight_and_delayed_ones(job_queue: JobQueue) -> None:
+    for name in "abcd":
+        job_queue.enqueue(job(name))
+    done, retried, running = job_queue.claim(["free"], "w", max_jobs=3)
+    job_queue.complete(done, {"ok": True})
+    job_queue.fail(retried, "Boom", "boom", retryable=True)  # delayed for its retry
+    assert sorted(job_queue.unfinished_ids()) == sorted(["d", running.id, retried.id])
+
+
+def test_workers_are_counted_per_tier_they_serve(job_queue: JobQueue, redis_client: redis.Redis) -> None:
     """A worker counts for every tier it claims from (found work or not), and for the tier of a
     job it heartbeats; the total counts each worker once."""
     job_queue.claim(["pro", "free"], "w-small")
@@ -345,7 +365,9 @@ def test_workers_are_counted_per_tier_they_serve(job_queue: JobQueue) -> None:
     counts = {s.tier: s.workers for s in job_queue.stats()}
     assert counts == {"enterprise": 2, "studio": 0, "pro": 1, "starter": 0, "free": 1}
     assert job_queue.active_workers(tier="pro") == 1 and job_queue.active_workers() == 3
-    assert {s.tier: s.workers for s in job_queue.stats(worker_window_seconds=-1)}["enterprise"] == 0
+    for key in redis_client.keys("t:workers:*"):  # as if every worker was last seen long ago
+        redis_client.zadd(key, {member: 0 for member in redis_client.zrange(key, 0, -1)})
+    assert {s.tier: s.workers for s in job_queue.stats()}["enterprise"] == 0
 
 
 def test_a_busy_worker_stays_counted_in_every_tier_it_claims_from(

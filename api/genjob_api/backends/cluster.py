@@ -20,7 +20,6 @@ from genjob.queue import JobEvent, JobQueue
 from genjob.settings import GenjobSettings
 from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views
-from genjob_api.backends.local_submit import WORKER_WINDOW_MS
 from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision, RateLimitedError, RateLimiter
@@ -181,17 +180,14 @@ class ClusterBackend:
         yet) will land at the end of the list."""
         if self.queue is None or obj is None or view.status not in (Status.PENDING, Status.QUEUED):
             return view
-        if view.status == Status.QUEUED:
-            position = self.queue.place_in_line(view.tier, obj["metadata"].get("uid", ""))
-        else:
-            position = self.queue.line_length(view.tier)
-        workers = self.queue.active_workers(WORKER_WINDOW_MS / 1000, view.tier)
+        place = self.queue.place_in_line(obj["metadata"]["uid"], view.tier)
+        position = place.position if view.status == Status.QUEUED else place.pending
         if position is None:
             return view
         return view.model_copy(
             update={
                 "queue_position": position,
-                "estimated_wait_seconds": self.estimator.estimate(position, workers),
+                "estimated_wait_seconds": self.estimator.estimate(position, place.workers),
             }
         )
 

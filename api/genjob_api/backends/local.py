@@ -18,7 +18,7 @@ from genjob.jobspec import GenerationJobSpec
 from genjob.queue import CancelOutcome, JobEvent, JobQueue, JobRecord, JobState
 from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views, iso_ms
-from genjob_api.backends.local_submit import WORKER_WINDOW_MS, SubmitScript
+from genjob_api.backends.local_submit import SubmitScript
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhooks import WebhookTarget
@@ -133,8 +133,8 @@ class LocalBackend:
             return None
         position = workers = None
         if record.state == JobState.QUEUED:
-            position = self.queue.pending_position(record)
-            workers = self.queue.active_workers(WORKER_WINDOW_MS / 1000, record.tier)
+            place = self.queue.place_in_line(record.id, record.tier)
+            position, workers = place.position, place.workers
         return self._view(record, position, workers)
 
     def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None:

@@ -1,6 +1,6 @@
 """Local mode's submit: one Redis round trip (one script) per submit.
 
-`genjob/queue/lua/submit.lua` counts the request against the API key's rate limit,
+`genjob_api/lua/submit.lua` counts the request against the API key's rate limit,
 enqueues exactly as `JobQueue.enqueue` does (same Lua function, same arguments from
 `genjob.queue.core.enqueue_call`), indexes the job under its tenant, and answers the
 job's queue position and the tier's active worker count: everything the 202 needs.
@@ -24,11 +24,14 @@ from redis.exceptions import NoScriptError
 from genjob.errors import NotReplicatedError
 from genjob.keys import RedisKeys
 from genjob.queue import EnqueueResult, JobState, NewJob
-from genjob.queue.core import enqueue_call
-from genjob.queue.scripts import script_source
-from genjob_api.ratelimit import WINDOW_SECONDS, RateCounter, RateDecision, RateLimitedError
-
-WORKER_WINDOW_MS = 60_000
+from genjob.queue.core import ACTIVE_WORKER_WINDOW_MS, enqueue_call
+from genjob_api.ratelimit import (
+    COUNTER_TTL_SECONDS,
+    RateCounter,
+    RateDecision,
+    RateLimitedError,
+    gateway_script,
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class SubmitScript:
     ) -> None:
         self.client = client
         self.keys = keys
-        self.script = client.register_script(script_source("submit"))
+        self.script = client.register_script(gateway_script("submit"))
         self.events_max_length = events_max_length
         self.retention_ms = retention_seconds * 1000
         self.wait_replicas = wait_replicas
@@ -89,7 +92,7 @@ class SubmitScript:
             self.keys.tenant_jobs(tenant),
             rate.key if rate else "",  # "": unused
         ]
-        args += [rate.limit if rate else 0, WINDOW_SECONDS + 1, WORKER_WINDOW_MS, self.retention_ms]
+        args += [rate.limit if rate else 0, COUNTER_TTL_SECONDS, ACTIVE_WORKER_WINDOW_MS, self.retention_ms]
         reply = await self._run(keys, args)
         decision = RateDecision.of(int(reply[1]), rate.limit, rate.now) if rate else None
         if not reply[0]:

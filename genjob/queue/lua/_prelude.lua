@@ -7,6 +7,12 @@ end
 
 local FINAL = {succeeded = true, failed = true, cancelled = true}
 
+-- Workers of a workers zset seen (claim or heartbeat, scored with now_ms) within the window:
+-- the one definition of an active worker (JobQueue.active_workers, stats, place_in_line, submit).
+local function active_workers(workers_key, now, window_ms)
+  return redis.call('ZCOUNT', workers_key, now - tonumber(window_ms), '+inf')
+end
+
 -- Append one event to the stream. `fields` is a flat list of extra name/value pairs.
 -- A final event also goes to `<stream>:final` (RedisKeys.final_events), which webhook
 -- delivery reads instead of every progress report.

@@ -1,5 +1,6 @@
 -- The gateway's submit (local mode) in one round trip: count the API key's request against
--- its rate limit, enqueue (as enqueue.lua), and answer what the 202 needs.
+-- its rate limit, enqueue (as the queue's enqueue.lua, with the prelude's enqueue_job),
+-- index the job under its tenant (the gateway's listing), and answer what the 202 needs.
 -- KEYS: 1-5 as enqueue.lua, 6 the tier's workers zset, 7 the tenant's job index, 8 the key's rate counter
 -- ARGV: 1-9 as enqueue.lua, 10 requests allowed in this window (0: do not count),
 --       11 counter TTL seconds, 12 worker liveness window ms, 13 index retention ms
@@ -7,8 +8,7 @@
 -- {1, count, created, state, 0-based position or -1 (claimed already), the tier's active workers, now}.
 local limit, count = tonumber(ARGV[10]), 0
 if limit > 0 then
-  count = redis.call('INCR', KEYS[8])
-  if count == 1 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
+  count = count_request(KEYS[8], ARGV[11])
   if count > limit then return {0, count} end
 end
 local id = ARGV[1]
@@ -22,7 +22,7 @@ if not position then
   position = redis.call('LPOS', KEYS[2], id, 'RANK', -1)
   if position then position = position + redis.call('ZCARD', ranked) end
 end
-local workers = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[12]), '+inf')
+local workers = active_workers(KEYS[6], now, ARGV[12])
 redis.call('ZADD', KEYS[7], 'NX', now, id)
 -- Entries older than the job records' retention point at expired jobs.
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(ARGV[13]))
