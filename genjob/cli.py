@@ -17,7 +17,13 @@ from pydantic import ValidationError
 from genjob import __version__
 from genjob.settings import GenjobSettings
 
-COMPONENT_CLIS = ("genjob.core_cli", "genjob_worker.cli", "genjob_operator.cli", "genjob_api.cli")
+COMPONENT_CLIS = (
+    "genjob.core_cli",
+    "genjob.sim.cli",
+    "genjob_worker.cli",
+    "genjob_operator.cli",
+    "genjob_api.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

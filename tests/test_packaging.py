@@ -21,6 +21,7 @@ def test_wheel_contains_the_packages_and_scripts(tmp_path: Path) -> None:
     assert tops == {"genjob", "genjob_operator", "genjob_worker", "genjob_api"}
     assert "genjob/queue/lua/claim.lua" in names and "genjob/queue/lua/_prelude.lua" in names
     assert "genjob_api/lua/submit.lua" in names and "genjob_api/lua/ratelimit.lua" in names
+    assert {"genjob/sim/data/calibration.yaml", "genjob/sim/scenarios/sdxl-1k-per-hour.yaml"} <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "genjob = genjob.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not any(n.startswith(("tests/", "bench/", "operator/")) for n in names)
