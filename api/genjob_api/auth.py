@@ -10,6 +10,7 @@ checked at most every `reload_seconds`, so rotating the Secret needs no restart.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -69,6 +70,11 @@ def hash_key(key: str) -> str:
 def new_key() -> str:
     """A new random API key (shown once; store only its hash)."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_webhook_secret() -> str:
+    """A new Standard Webhooks signing secret: `whsec_` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def parse_keys(text: str, source: str) -> list[ApiKeyEntry]:

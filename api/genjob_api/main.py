@@ -34,7 +34,8 @@ Errors are `{"error": {"code": ..., "message": ...}}`.
 
 
 def _start_webhooks(state: GatewayState) -> Any:
-    from genjob_api.webhooks import WebhookDispatcher, WebhookTarget
+    from genjob_api.webhook_delivery import DeliveryPolicy, WebhookTarget
+    from genjob_api.webhooks import WebhookDispatcher
 
     def secret_of(key_id: str) -> str | None:
         caller = state.api_keys.by_id(key_id)
@@ -54,7 +55,7 @@ def _start_webhooks(state: GatewayState) -> Any:
         secret_of,
         payload_of,
         consumer_name(),
-        allow_private=state.settings.api.webhook_allow_private,
+        policy=DeliveryPolicy(allow_private=state.settings.api.webhook_allow_private),
     )
     dispatcher.start()
     return dispatcher

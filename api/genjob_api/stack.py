@@ -31,7 +31,7 @@ import redis
 from genjob.childproc import tied_to_parent
 from genjob.localredis import RedisServer, free_port
 from genjob.settings import GenjobSettings
-from genjob_api.auth import entry_json, new_key
+from genjob_api.auth import entry_json, new_key, new_webhook_secret
 
 STATE_DIR = Path(".genjob")
 Log = Callable[[str], None]
@@ -56,7 +56,7 @@ def ensure_dev_key(state_dir: Path, tier: str) -> tuple[Path, str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     key = new_key()
     entry = json.loads(entry_json(key, "local", tier, admin=True, key_id="local-dev"))
-    entry["webhook_secret"] = new_key()
+    entry["webhook_secret"] = new_webhook_secret()
     keys_file.write_text(json.dumps({"keys": [entry]}, indent=2) + "\n")
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)

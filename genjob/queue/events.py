@@ -115,6 +115,14 @@ class EventReader:
         entries = cast("list[tuple[str, dict[str, str] | None]]", reply[1])
         return [JobEvent.from_entry(i, f) for i, f in entries if f]
 
+    def keep_claimed(self, events: list[JobEvent]) -> None:
+        """Reset the idle time of entries this consumer is still working on, so no other
+        consumer's `adopt_idle` takes them over while their work runs."""
+        if events:
+            self.client.xclaim(
+                self.stream, self.group, self.consumer, 0, [e.stream_id for e in events], justid=True
+            )
+
     def ack(self, events: list[JobEvent]) -> None:
         if events:
             self.client.xack(self.stream, self.group, *[e.stream_id for e in events])

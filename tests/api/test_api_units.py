@@ -1,7 +1,8 @@
-"""Unit tests of the gateway's pure parts: keys, signatures, SSE parsing, errors, fingerprints."""
+"""Unit tests of the gateway's pure parts: keys, webhook destinations, SSE parsing, errors, fingerprints."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import ipaddress
 import json
@@ -13,7 +14,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genjob.keys import RedisKeys
 from genjob_api.auth import ApiKeyStore, KeysFileError, hash_key, new_key, parse_keys
 from genjob_api.backends import WaitEstimator, iso_ms
 from genjob_api.client import parse_sse
@@ -21,7 +21,7 @@ from genjob_api.errors import validation_message
 from genjob_api.idempotency import fingerprint
 from genjob_api.models import GenerationRequest
 from genjob_api.sse import format_event
-from genjob_api.webhooks import WebhookDispatcher, WebhookTarget, sign, verify_signature
+from genjob_api.webhook_delivery import DeliveryPolicy, WebhookSender, WebhookTarget
 
 
 def test_keys_file_holds_hashes_and_maps_them_to_callers(tmp_path) -> None:
@@ -62,22 +62,6 @@ def test_keys_file_is_reloaded_when_it_changes(tmp_path) -> None:
 def test_malformed_keys_files_are_refused(text: str) -> None:
     with pytest.raises(KeysFileError):
         parse_keys(text, "keys.yaml")
-
-
-def test_webhook_signature_covers_id_timestamp_and_body() -> None:
-    now = int(time.time())
-    headers = {
-        "Webhook-Id": "j1",
-        "Webhook-Timestamp": str(now),
-        "Webhook-Signature": sign("s" * 16, "j1", now, b"{}"),
-    }
-    assert verify_signature("s" * 16, headers, b"{}")
-    assert not verify_signature("s" * 16, headers, b"{ }")
-    assert not verify_signature("s" * 16, {**headers, "Webhook-Id": "j2"}, b"{}")
-    old = now - 3600
-    stale = {**headers, "Webhook-Timestamp": str(old), "Webhook-Signature": sign("s" * 16, "j1", old, b"{}")}
-    assert not verify_signature("s" * 16, stale, b"{}")
-    assert not verify_signature("s" * 16, {}, b"{}")
 
 
 def test_sse_frames_round_trip() -> None:
@@ -203,26 +187,33 @@ def test_an_unexpected_error_on_submit_is_a_json_500(tmp_path, monkeypatch) -> N
     ],
 )
 def test_webhook_hosts_on_non_public_addresses_are_named(host: str, refused: str | None) -> None:
-    from genjob_api.webhooks import non_public_address
+    from genjob_api.webhook_delivery import non_public_address
 
     assert non_public_address(host) == refused
 
 
-def _dispatcher(allow_private: bool, transport: httpx.BaseTransport | None = None) -> WebhookDispatcher:
-    """A dispatcher for deliver() alone (no Redis), its secret and payload fixed."""
-    dispatcher = WebhookDispatcher(
-        None,  # type: ignore[arg-type]
-        RedisKeys("x"),
-        lambda _event: None,
-        lambda _key_id: "s" * 32,
-        lambda t: {"id": t.job_id, "status": "succeeded"},
-        "c",
-        max_attempts=1,
-        allow_private=allow_private,
-    )
-    if transport is not None:
-        dispatcher.http = httpx.Client(transport=transport)
-    return dispatcher
+class _Delivery:
+    """One webhook delivery (no Redis), its secret and payload fixed, over `transport` or real HTTP."""
+
+    def __init__(self, allow_private: bool, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.policy = DeliveryPolicy(max_attempts=1, allow_private=allow_private)
+        self.transport = transport
+
+    def deliver(self, target: WebhookTarget) -> bool:
+        async def run() -> bool:
+            async with httpx.AsyncClient(transport=self.transport) as http:
+                sender = WebhookSender(http, self.policy, time.time)
+
+                async def body() -> bytes:
+                    return json.dumps({"id": target.job_id, "status": "succeeded"}).encode()
+
+                return await sender.deliver(target, f"{target.job_id}:1-0", "s" * 32, body)
+
+        return asyncio.run(run())
+
+
+def _dispatcher(allow_private: bool, transport: httpx.AsyncBaseTransport | None = None) -> _Delivery:
+    return _Delivery(allow_private, transport)
 
 
 def _resolving_to(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:

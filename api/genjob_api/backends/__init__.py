@@ -16,7 +16,7 @@ from genjob.queue import JobEvent
 from genjob_api.auth import Caller
 from genjob_api.models import Generation, GenerationPage, ImageOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
-from genjob_api.webhooks import WebhookTarget
+from genjob_api.webhook_delivery import WebhookTarget
 
 DEFAULT_JOB_SECONDS = 10.0
 

@@ -23,7 +23,7 @@ from genjob_api.backends import WaitEstimator, image_views
 from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision, RateLimitedError, RateLimiter
-from genjob_api.webhooks import WebhookTarget
+from genjob_api.webhook_delivery import WebhookTarget
 
 GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 TENANT_LABEL = "genjob.io/tenant"

@@ -21,7 +21,7 @@ from genjob_api.backends import WaitEstimator, image_views, iso_ms
 from genjob_api.backends.local_submit import SubmitScript
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
-from genjob_api.webhooks import WebhookTarget
+from genjob_api.webhook_delivery import WebhookTarget
 
 _STATUS = {
     JobState.QUEUED: Status.QUEUED,

@@ -45,7 +45,7 @@ from genjob_api.models import (
 from genjob_api.ratelimit import RateCounter, RateLimitedError
 from genjob_api.sse import job_events
 from genjob_api.state import GatewayState
-from genjob_api.webhooks import non_public_address
+from genjob_api.webhook_delivery import non_public_address
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
