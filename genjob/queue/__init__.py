@@ -4,6 +4,7 @@ from genjob.queue.core import JobQueue
 from genjob.queue.events import EventReader, EventType, JobEvent, read_history
 from genjob.queue.records import (
     CancelOutcome,
+    Checkpointed,
     ClaimedJob,
     EnqueueResult,
     FinishResult,
@@ -18,6 +19,7 @@ from genjob.queue.records import (
 
 __all__ = [
     "CancelOutcome",
+    "Checkpointed",
     "ClaimedJob",
     "EnqueueResult",
     "EventReader",

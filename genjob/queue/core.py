@@ -20,6 +20,7 @@ from genjob.errors import JobNotFoundError, LeaseLostError, NotDeadLetteredError
 from genjob.keys import RedisKeys
 from genjob.queue.records import (
     CancelOutcome,
+    Checkpointed,
     ClaimedJob,
     EnqueueResult,
     FinishResult,
@@ -73,6 +74,10 @@ def enqueue_call(keys: RedisKeys, job: NewJob, events_max_length: int) -> tuple[
             events_max_length,
         ],
     )
+
+
+def _checkpoint_args(checkpoint: Checkpointed | None) -> list[Any]:
+    return ["", ""] if checkpoint is None else [checkpoint.ref, checkpoint.step]
 
 
 class JobQueue:
@@ -158,17 +163,22 @@ class JobQueue:
         n, served = ClaimedJob.FIELDS, tuple(tiers)
         return [ClaimedJob.from_flat(flat[i : i + n], served) for i in range(0, len(flat), n)]
 
-    def heartbeat(self, job: ClaimedJob, worker: str) -> Touch:
-        """Extend the lease. Answers whether the lease is still held and a cancel was asked."""
-        return self._touch(job, worker, "", "")
+    def heartbeat(self, job: ClaimedJob, worker: str, checkpoint: Checkpointed | None = None) -> Touch:
+        """Extend the lease (and record the job's latest checkpoint, when given). Answers whether
+        the lease is still held and a cancel was asked."""
+        return self._touch(job, worker, "", "", checkpoint)
 
-    def report_progress(self, job: ClaimedJob, worker: str, step: int, total: int) -> Touch:
+    def report_progress(
+        self, job: ClaimedJob, worker: str, step: int, total: int, checkpoint: Checkpointed | None = None
+    ) -> Touch:
         """Record progress (an event on the stream) and extend the lease, in one round trip."""
         if not 0 <= step <= total:
             raise ValueError(f"progress step {step} must be between 0 and total {total}")
-        return self._touch(job, worker, str(step), str(total))
+        return self._touch(job, worker, str(step), str(total), checkpoint)
 
-    def _touch(self, job: ClaimedJob, worker: str, step: str, total: str) -> Touch:
+    def _touch(
+        self, job: ClaimedJob, worker: str, step: str, total: str, checkpoint: Checkpointed | None
+    ) -> Touch:
         k = self.keys
         tiers = dict.fromkeys((job.tier, *job.served_tiers))  # the job's tier first, no repeats
         ok, value = self.scripts.touch(
@@ -182,6 +192,7 @@ class JobQueue:
                 step,
                 total,
                 self._maxlen,
+                *_checkpoint_args(checkpoint),
             ],
         )
         if not ok:
@@ -255,10 +266,16 @@ class JobQueue:
         )
 
     def requeue(
-        self, job: ClaimedJob, reason: str = "Preempted", message: str = "", gpu_seconds: float = 0.0
+        self,
+        job: ClaimedJob,
+        reason: str = "Preempted",
+        message: str = "",
+        gpu_seconds: float = 0.0,
+        checkpoint: Checkpointed | None = None,
     ) -> FinishResult:
         """Give a held job back to the head of its queue without counting the attempt (a job
-        whose cancel was asked meanwhile is cancelled instead: state CANCELLED)."""
+        whose cancel was asked meanwhile is cancelled instead: state CANCELLED). With a
+        checkpoint, the worker that claims it next resumes from it."""
         k = self.keys
         reply = self.scripts.requeue(
             keys=[
@@ -277,9 +294,28 @@ class JobQueue:
                 f"{gpu_seconds:.3f}",
                 self._maxlen,
                 self.settings.finished_retention_seconds,
+                *_checkpoint_args(checkpoint),
             ],
         )
         return self._finish_result(reply)
+
+    def record_resume(self, job: ClaimedJob, total: int, resumed_from: int | None, message: str = "") -> bool:
+        """Say what became of a claimed job's checkpoint: resumed from step `resumed_from` (a
+        `resumed` event; `steps_saved` grows), or refused (`resumed_from` None: a `warning`
+        event with `message`, and the reference is dropped). False when the lease is gone."""
+        k = self.keys
+        ok, _ = self.scripts.resume(
+            keys=[k.job(job.id), k.events],
+            args=[
+                job.id,
+                job.lease,
+                "" if resumed_from is None else resumed_from,
+                total,
+                message[:4000],
+                self._maxlen,
+            ],
+        )
+        return bool(ok)
 
     def require_lease(self, touch: Touch, job: ClaimedJob) -> None:
         """Raise LeaseLostError when a heartbeat says the lease is gone."""

@@ -28,6 +28,8 @@ class EventType(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    RESUMED = "resumed"  # a worker resumed the job from a denoising checkpoint
+    WARNING = "warning"  # something the user should know that did not end the job (reason, message)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ class NewJob:
 @dataclass(frozen=True)
 class ClaimedJob:
     """A job a worker holds. `lease` is the token every later call must present.
-    `served_tiers` are the tiers it was claimed from: heartbeats keep the worker counted in each."""
+    `served_tiers` are the tiers it was claimed from: heartbeats keep the worker counted in each.
+    `checkpoint` is the reference of the job's latest denoising checkpoint ("" when it has none)."""
 
     id: str
     tier: str
@@ -64,12 +65,13 @@ class ClaimedJob:
     enqueued_at_ms: int
     meta: dict[str, Any]
     served_tiers: tuple[str, ...] = ()
+    checkpoint: str = ""
 
-    FIELDS = 8  # values per job in the claim script's flat reply
+    FIELDS = 9  # values per job in the claim script's flat reply
 
     @classmethod
     def from_flat(cls, flat: list[Any], served_tiers: tuple[str, ...] = ()) -> ClaimedJob:
-        job_id, tier, lease, spec, attempts, max_attempts, enqueued_at, meta = flat
+        job_id, tier, lease, spec, attempts, max_attempts, enqueued_at, meta, checkpoint = flat
         return cls(
             id=job_id,
             tier=tier,
@@ -80,7 +82,16 @@ class ClaimedJob:
             enqueued_at_ms=int(enqueued_at),
             meta=json.loads(meta) if meta else {},
             served_tiers=served_tiers,
+            checkpoint=checkpoint or "",
         )
+
+
+@dataclass(frozen=True)
+class Checkpointed:
+    """A denoising checkpoint a worker wrote for a job: where it is and the step it holds."""
+
+    ref: str
+    step: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,10 @@ class JobRecord:
     gpu_seconds: float
     cancel_requested: bool
     meta: dict[str, Any]
+    checkpoint: str | None = None  # reference of the latest denoising checkpoint
+    checkpoint_step: int | None = None
+    resumed_from_step: int | None = None  # the step the latest attempt resumed from (0: started over)
+    steps_saved: int = 0  # denoising steps not run again thanks to checkpoints, over all attempts
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:
@@ -132,6 +147,10 @@ class JobRecord:
             gpu_seconds=float(h.get("gpu_seconds", 0) or 0),
             cancel_requested=h.get("cancel_requested") == "1",
             meta=json.loads(h["meta"]) if h.get("meta") else {},
+            checkpoint=h.get("checkpoint") or None,
+            checkpoint_step=opt_int("checkpoint_step"),
+            resumed_from_step=opt_int("resumed_from_step"),
+            steps_saved=int(h.get("steps_saved", 0) or 0),
         )
 
 

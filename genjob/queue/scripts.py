@@ -23,6 +23,7 @@ SCRIPT_NAMES = (
     "redrive",
     "place",
     "workers",
+    "resume",
 )
 
 
@@ -48,6 +49,7 @@ class QueueScripts:
     redrive: Script
     place: Script
     workers: Script
+    resume: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> QueueScripts:

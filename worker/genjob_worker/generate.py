@@ -8,7 +8,12 @@ seed when the spec has none; the caller records it in the job's result.
 Steps: `on_step(step, total)` is called after every denoising step through diffusers'
 `callback_on_step_end`. It may raise (usually `StopGeneration(reason)` for cancellation,
 deadline or preemption); the exception leaves the pipeline call unchanged and the
-pipeline stays usable for the next job.
+pipeline stays usable for the next job. A `StepTracker` follows the call, so the caller can
+capture the loop's state at a step boundary (a checkpoint, see `denoise_state.py`).
+
+Resuming: given a `Checkpoint`, `run_generation` continues the job from the checkpoint's
+step instead of starting over (same images, bit for bit on CPU); steps count over the
+whole job, so progress goes on from where the checkpoint left it.
 
 Batching: `run_batch` runs several compatible txt2img specs (same `batch_key`) as ONE
 pipeline call with a list of prompts and a list of generators, then splits the images
@@ -29,6 +34,8 @@ from PIL import Image
 
 from genjob.errors import GenjobError, InvalidSpecError
 from genjob.jobspec import MAX_SEED, GenerationJobSpec, Reason
+from genjob_worker.checkpoint import Checkpoint, CheckpointRefusedError
+from genjob_worker.denoise_state import NotResumableError, StepTracker, restored_generators, resumed_scheduler
 
 DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
 
@@ -61,6 +68,7 @@ class GenerationOutput:
     height: int
     pipeline_seconds: float
     downscaled: bool = False
+    resumed_from_step: int = 0  # steps a checkpoint saved (0: ran from the start)
 
 
 def choose_seed(spec: GenerationJobSpec) -> int:
@@ -75,11 +83,11 @@ def generators(seed: int, count: int, device: str = "cpu") -> list[torch.Generat
     return [torch.Generator(device=device).manual_seed(seed + i) for i in range(count)]
 
 
-def _step_callback(on_step: StepCallback) -> Callable[..., dict[str, Any]]:
+def _step_callback(on_step: StepCallback, tracker: StepTracker) -> Callable[..., dict[str, Any]]:
     def callback(
         pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        on_step(step_index + 1, int(getattr(pipe, "num_timesteps", 0) or 0))
+        on_step(*tracker.observe(pipe, step_index, callback_kwargs["latents"]))
         return callback_kwargs
 
     return callback
@@ -95,21 +103,29 @@ def run_generation(
     device: str = "cpu",
     init_image: Image.Image | None = None,
     size: tuple[int, int] | None = None,
+    tracker: StepTracker | None = None,
+    resume: Checkpoint | None = None,
 ) -> GenerationOutput:
     """Generate the images of `spec` (img2img when `init_image` is given) at `size` or the spec's size.
 
     `device` is where the random generators live; keep "cpu" for seeds that reproduce
-    across machines. `init_image` is the resolved image (see `init_image.py`).
+    across machines. `init_image` is the resolved image (see `init_image.py`). With
+    `resume`, the job continues from the checkpoint (its seed and size win).
     """
+    tracker = tracker if tracker is not None else StepTracker()
+    if resume is not None:
+        return _continue(pipe_provider, spec, model_name, resume, on_step, tracker)
     width, height = size or (spec.width, spec.height)
+    gens = generators(seed, spec.num_images, device)
+    tracker.start(gens, None)
     kwargs: dict[str, Any] = {
         "prompt": spec.prompt,
         "negative_prompt": spec.negative_prompt or None,
         "num_inference_steps": spec.steps,
         "guidance_scale": spec.guidance_scale,
         "num_images_per_prompt": spec.num_images,
-        "generator": generators(seed, spec.num_images, device),
-        "callback_on_step_end": _step_callback(on_step),
+        "generator": gens,
+        "callback_on_step_end": _step_callback(on_step, tracker),
     }
     if init_image is not None:
         strength = DEFAULT_STRENGTH if spec.strength is None else spec.strength
@@ -132,6 +148,61 @@ def run_generation(
     )
 
 
+def _continue(
+    pipe_provider: PipelineProvider,
+    spec: GenerationJobSpec,
+    model_name: str,
+    checkpoint: Checkpoint,
+    on_step: StepCallback,
+    tracker: StepTracker,
+) -> GenerationOutput:
+    """Run the rest of a job from its checkpoint (img2img jobs too: see denoise_state.py)."""
+    snap = checkpoint.snapshot
+    base = pipe_provider.get(model_name)
+    now_using = type(base.scheduler).__name__
+    if now_using != snap.scheduler:
+        raise CheckpointRefusedError(
+            f"checkpoint was written with {snap.scheduler}, the model now uses {now_using}"
+        )
+    if snap.latents.dtype != base.unet.dtype:
+        raise CheckpointRefusedError(
+            f"checkpoint latents are {snap.latents.dtype}, the model runs {base.unet.dtype}"
+        )
+    try:
+        scheduler = resumed_scheduler(base.scheduler, snap.position, snap.scheduler_state)
+    except NotResumableError as exc:
+        raise CheckpointRefusedError(str(exc)) from None
+    pipe = type(base).from_pipe(base, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    gens = restored_generators(snap.generator_states)
+    tracker.start(gens, snap)
+    started = time.perf_counter()
+    try:
+        images = pipe(
+            prompt=spec.prompt,
+            negative_prompt=spec.negative_prompt or None,
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance_scale,
+            num_images_per_prompt=spec.num_images,
+            width=checkpoint.width,
+            height=checkpoint.height,
+            generator=gens,
+            latents=snap.latents,
+            callback_on_step_end=_step_callback(on_step, tracker),
+        ).images
+    except NotResumableError as exc:  # the position does not fit the schedule
+        raise CheckpointRefusedError(str(exc)) from None
+    return GenerationOutput(
+        images=list(images),
+        seed=checkpoint.seed,
+        width=checkpoint.width,
+        height=checkpoint.height,
+        pipeline_seconds=time.perf_counter() - started,
+        downscaled=(checkpoint.width, checkpoint.height) != (spec.width, spec.height),
+        resumed_from_step=snap.step,
+    )
+
+
 def batch_key(spec: GenerationJobSpec, model_name: str) -> tuple[Any, ...] | None:
     """Specs with equal keys can share one pipeline call; None when a spec cannot be batched (img2img).
 
@@ -151,6 +222,7 @@ def run_batch(
     seeds: Sequence[int],
     on_step: StepCallback = lambda step, total: None,
     device: str = "cpu",
+    tracker: StepTracker | None = None,
 ) -> list[GenerationOutput]:
     """Run compatible txt2img specs as one pipeline call; one output per spec, in order.
 
@@ -169,6 +241,8 @@ def run_batch(
         negatives += [spec.negative_prompt] * spec.num_images
         gens += generators(seed, spec.num_images, device)
     pipe = pipe_provider.get(model_name)
+    tracker = tracker if tracker is not None else StepTracker()
+    tracker.start(gens, None)
     started = time.perf_counter()
     images = pipe(
         prompt=prompts,
@@ -179,7 +253,7 @@ def run_batch(
         guidance_scale=first.guidance_scale,
         num_images_per_prompt=1,
         generator=gens,
-        callback_on_step_end=_step_callback(on_step),
+        callback_on_step_end=_step_callback(on_step, tracker),
     ).images
     elapsed = time.perf_counter() - started
     outputs, start = [], 0

@@ -6,6 +6,12 @@ Two backends: a filesystem root (default; a PVC in a cluster) and an S3-compatib
 write is idempotent (safe when a job runs more than once). URIs: `file:///abs/root/...`
 and `s3://bucket/prefix...`. `open(uri)` reads an image back (the gateway and img2img use
 it) and only accepts URIs inside the store.
+
+Denoising checkpoints (`checkpoint.py`) live in the same store under
+`checkpoints/<job id>/<name>.ckpt`: `put_checkpoint` writes one (atomically: a reader sees
+the old or the new file, never half of one), `delete_checkpoints` removes all of a job's.
+They are covered by whatever retention the store has (an S3 lifecycle rule on the prefix,
+a cleanup of the PVC), and the worker deletes them when the job ends.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +29,7 @@ from PIL import Image
 
 from genjob.errors import GenjobError
 from genjob.jobspec import ImageResult
+from genjob.queue.records import check_job_id
 from genjob.settings import ResultStoreSettings
 
 
@@ -40,6 +48,12 @@ def content_key(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256}.png"
 
 
+def checkpoint_dir(job_id: str) -> str:
+    """Where a job's checkpoints live, relative to the store's root or prefix."""
+    check_job_id(job_id)  # no path separators or dot segments can reach a path
+    return f"checkpoints/{job_id}/"
+
+
 class ResultStore(Protocol):
     """What the worker, the gateway and img2img need from a store."""
 
@@ -48,6 +62,10 @@ class ResultStore(Protocol):
     def open(self, uri: str) -> bytes: ...
 
     def owns(self, uri: str) -> bool: ...
+
+    def put_checkpoint(self, job_id: str, name: str, data: bytes) -> str: ...
+
+    def delete_checkpoints(self, job_id: str) -> None: ...
 
 
 class FilesystemResultStore:
@@ -69,6 +87,19 @@ class FilesystemResultStore:
         return ImageResult(
             uri=path.as_uri(), sha256=sha, size_bytes=len(data), width=image.width, height=image.height
         )
+
+    def put_checkpoint(self, job_id: str, name: str, data: bytes) -> str:
+        """Write (or replace) a checkpoint file atomically; its file:// URI."""
+        path = self.root / checkpoint_dir(job_id) / f"{name}.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+        return path.as_uri()
+
+    def delete_checkpoints(self, job_id: str) -> None:
+        shutil.rmtree(self.root / checkpoint_dir(job_id), ignore_errors=True)
 
     def _path(self, uri: str) -> Path:
         parsed = urlparse(uri)
@@ -114,6 +145,18 @@ class S3ResultStore:
             width=image.width,
             height=image.height,
         )
+
+    def put_checkpoint(self, job_id: str, name: str, data: bytes) -> str:
+        key = f"{self.prefix}{checkpoint_dir(job_id)}{name}.ckpt"
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="application/octet-stream")
+        return f"s3://{self.bucket}/{key}"
+
+    def delete_checkpoints(self, job_id: str) -> None:
+        prefix = self.prefix + checkpoint_dir(job_id)
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        keys = [{"Key": item["Key"]} for item in listing.get("Contents", [])]
+        if keys:
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
 
     def _key(self, uri: str) -> str:
         parsed = urlparse(uri)

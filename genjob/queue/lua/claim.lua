@@ -2,8 +2,9 @@
 -- KEYS: 1 events stream, 2 workers zset, then per tier (in claim order) 6 keys:
 --       pending list, in-flight zset, queued-at zset, delayed zset, wake list, tier's workers zset
 -- ARGV: 1 job key prefix, 2 worker id, 3 lease ms, 4 max jobs, 5 events maxlen
--- Returns a flat list, 8 fields per claimed job:
---   id, tier, lease token, spec JSON, attempts, max attempts, enqueued_at ms, meta JSON
+-- Returns a flat list, 9 fields per claimed job:
+--   id, tier, lease token, spec JSON, attempts, max attempts, enqueued_at ms, meta JSON,
+--   checkpoint reference ('' when the job has none: it starts from step 0)
 -- With N > 1, jobs after the first are taken only while they share its batch key and tier.
 local prefix, worker, lease_ms, max_jobs, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
@@ -33,7 +34,7 @@ for t = 1, ntiers do
       if ranked_first then redis.call('ZREM', ranked, id) else redis.call('LPOP', pending) end
     end
     local key = prefix .. id
-    local fields = redis.call('HMGET', key, 'state', 'batch_key', 'tier', 'spec', 'attempts', 'max_attempts', 'enqueued_at', 'meta')
+    local fields = redis.call('HMGET', key, 'state', 'batch_key', 'tier', 'spec', 'attempts', 'max_attempts', 'enqueued_at', 'meta', 'checkpoint')
     if fields[1] ~= 'queued' then
       -- A stale id (its record expired or changed state): drop it and look again.
       leave_line()
@@ -52,6 +53,7 @@ for t = 1, ntiers do
       local n = #out
       out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, fields[3], lease, fields[4]
       out[n + 5], out[n + 6], out[n + 7], out[n + 8] = fields[5], fields[6], fields[7], fields[8] or ''
+      out[n + 9] = fields[9] or ''
       claimed = claimed + 1
     end
   end
