@@ -63,7 +63,9 @@ def redis_client(settings: GenjobSettings) -> redis.Redis:
     if r.sentinels:
         primary, sentinel = _sentinel_kwargs(settings)
         sentinels = redis.sentinel.Sentinel(r.sentinel_addresses(), sentinel_kwargs=sentinel)  # type: ignore[no-untyped-call]
-        return cast("redis.Redis", sentinels.master_for(r.sentinel_master, retry=retry, **primary))  # type: ignore[no-untyped-call]
+        connection = _FollowPrimarySSL if primary.pop("ssl", False) else _FollowPrimary
+        client = sentinels.master_for(r.sentinel_master, retry=retry, connection_class=connection, **primary)  # type: ignore[no-untyped-call]
+        return cast("redis.Redis", client)
     return redis.Redis.from_url(r.url, retry=retry, **_client_kwargs(settings))
 
 
@@ -74,27 +76,44 @@ def async_redis_client(settings: GenjobSettings) -> aredis.Redis:
     if r.sentinels:
         primary, sentinel = _sentinel_kwargs(settings)
         sentinels = redis.asyncio.sentinel.Sentinel(r.sentinel_addresses(), sentinel_kwargs=sentinel)  # type: ignore[no-untyped-call]
-        connection = _FollowPrimarySSL if primary.pop("ssl", False) else _FollowPrimary
-        client = sentinels.master_for(r.sentinel_master, retry=retry, connection_class=connection, **primary)
-        return cast("aredis.Redis", client)
+        aconnection = _AsyncFollowPrimarySSL if primary.pop("ssl", False) else _AsyncFollowPrimary
+        aclient = sentinels.master_for(
+            r.sentinel_master, retry=retry, connection_class=aconnection, **primary
+        )
+        return cast("aredis.Redis", aclient)
     return aredis.Redis.from_url(r.url, retry=retry, **_client_kwargs(settings))
 
 
-class _FollowPrimary(redis.asyncio.sentinel.SentinelManagedConnection):
-    """Reconnects through the sentinels. redis-py's asyncio connection reconnects a dropped
-    connection to the address it had (the dead primary) when a command is sent; only its
-    `connect` asks the sentinels (redis-py issue #3874, open)."""
+class _FollowPrimary(redis.sentinel.SentinelManagedConnection):
+    """Reconnects through the sentinels. redis-py reconnects a dropped connection to the
+    address it had (the dead or demoted primary) when a command is sent or retried; only its
+    `connect` asks the sentinels (redis-py issue #3874, open). Without this, a command whose
+    retries span a failover keeps knocking on the old primary until they run out."""
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if retry_socket_connect and not self._sock:
+            self.connect()  # type: ignore[no-untyped-call]  # asks the sentinels, connects once
+            return
+        super().connect_check_health(check_health, retry_socket_connect)
+
+
+class _FollowPrimarySSL(_FollowPrimary, redis.SSLConnection):
+    pass
+
+
+class _AsyncFollowPrimary(redis.asyncio.sentinel.SentinelManagedConnection):
+    """The asyncio twin of `_FollowPrimary`."""
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
         if retry_socket_connect and not self.is_connected:
-            await self.connect()  # type: ignore[no-untyped-call]  # asks for the primary's address, then connects without retry
+            await self.connect()  # type: ignore[no-untyped-call]  # asks the sentinels, connects once
             return
         await super().connect_check_health(check_health, retry_socket_connect)
 
 
-class _FollowPrimarySSL(_FollowPrimary, redis.asyncio.SSLConnection):
+class _AsyncFollowPrimarySSL(_AsyncFollowPrimary, redis.asyncio.SSLConnection):
     pass
 
 

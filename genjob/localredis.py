@@ -222,8 +222,12 @@ class SentinelDeployment:
         for i in range(self.sentinels):
             watcher = SentinelServer(self.data_dir / f"sentinel-{i}", primary.port, master=self.master)
             self.watchers.append(watcher.start())
-        self._wait(lambda: self._replicas_known() >= self.replicas, timeout, "sentinels to see the replicas")
         return self
+
+    def wait_replicas_known(self, timeout: float = 30.0) -> None:
+        """Sentinels learn of replicas from the primary's INFO (every 10 s): until then they
+        cannot fail over."""
+        self._wait(lambda: self._replicas_known() >= self.replicas, timeout, "sentinels to see the replicas")
 
     def _replicas_known(self) -> int:
         return min(len(w.client().sentinel_slaves(self.master)) for w in self.watchers)
@@ -246,6 +250,7 @@ class SentinelDeployment:
     def kill_primary(self, timeout: float = 30.0) -> tuple[RedisServer, float]:
         """kill -9 the primary and wait until every sentinel names a new one; returns the
         killed server and the seconds from the kill until then."""
+        self.wait_replicas_known(timeout)
         old = self.primary()
         started = time.monotonic()
         old.stop(kill=True)

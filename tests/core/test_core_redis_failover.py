@@ -7,6 +7,8 @@ primary is killed with SIGKILL. Nothing here asserts a timing.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +63,29 @@ def test_the_queue_follows_the_primary_through_a_failover(deployment: SentinelDe
     record = queue.get("a")
     assert record is not None and record.state == JobState.SUCCEEDED
     assert deployment.primary() is not killed
+
+
+def test_a_command_whose_retries_span_the_failover_reaches_the_new_primary(
+    deployment: SentinelDeployment,
+) -> None:
+    """A command sent while the primary is dead is retried until the sentinels name the new
+    one, even when the old primary is back meanwhile as a replica (it answers READONLY)."""
+    queue = job_queue(sentinel_settings(deployment))
+    queue.enqueue(job("a"))  # the pool holds a connection to the primary about to die
+    deployment.wait_replicas_known()
+
+    def fail_over() -> None:
+        killed, _seconds = deployment.kill_primary()
+        deployment.restart_as_replica(killed)
+
+    failover = threading.Thread(target=fail_over)
+    failover.start()
+    time.sleep(0.5)  # killed by now; sentinels need over a second to agree on a new primary
+    try:
+        assert queue.enqueue(job("b")).created  # sent to the dead primary first
+    finally:
+        failover.join()
+    assert [j.id for j in queue.claim(["free"], "w", max_jobs=2)] == ["a", "b"]
 
 
 def test_the_asyncio_client_follows_the_primary_through_a_failover(
