@@ -58,11 +58,23 @@ local function push_head(pending, queued_at, wake, job_key, job_id)
   redis.call('LTRIM', wake, -1000, -1)
 end
 
+-- A finished record keeps what status and results need: an inline init image (a data URI of
+-- up to 1 MiB) is replaced by a short note once the job succeeded or was cancelled (a failed
+-- job keeps it: it may be redriven). The spec JSON is compact (no spaces), see core._json.
+local function drop_inline_image(job_key)
+  local spec = redis.call('HGET', job_key, 'spec')
+  if spec and string.find(spec, '"initImage":"data:', 1, true) then
+    spec = string.gsub(spec, '"initImage":"data:[^"]*"', '"initImage":"data:,removed-when-finished"')
+    redis.call('HSET', job_key, 'spec', spec)
+  end
+end
+
 -- Finish a job as cancelled: the record keeps its retention, the final event is emitted.
 -- Used by cancel and by every path that would send a job with a cancel request back to
 -- the queue (requeue, reap, retry): a cancel always wins over running again.
 local function cancel_job(job_key, events, maxlen, id, tier, meta, message, retention, now)
   redis.call('HSET', job_key, 'state', 'cancelled', 'reason', 'Cancelled', 'message', message, 'finished_at', now)
+  drop_inline_image(job_key)
   redis.call('EXPIRE', job_key, retention)
   emit(events, maxlen, 'cancelled', id, tier, now, {'reason', 'Cancelled', 'meta', meta or ''})
 end

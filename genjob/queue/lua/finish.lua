@@ -18,6 +18,7 @@ if outcome == 'succeeded' or outcome == 'cancelled' then
   local reason = outcome == 'succeeded' and 'Completed' or 'Cancelled'
   redis.call('HSET', KEYS[1], 'state', outcome, 'reason', reason, 'message', ARGV[5], 'result', ARGV[6],
     'finished_at', now)
+  drop_inline_image(KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[11])
   emit(KEYS[5], maxlen, outcome, id, tier, now,
     {'reason', reason, 'result', ARGV[6], 'gpu_seconds', gpu, 'meta', meta})
