@@ -313,3 +313,19 @@ def test_a_webhook_to_an_internal_address_is_refused_at_submit(tmp_path) -> None
     assert answer.status_code == 422, answer.text
     error = answer.json()["error"]
     assert error["code"] == "webhook_url_not_allowed" and "api.webhook_allow_private" in error["message"]
+
+
+def test_readiness_reasons_carry_no_exception_text() -> None:
+    """/readyz is unauthenticated: a failing backend says what is down, never the error's text
+    (a Kubernetes API error carries its response headers and body)."""
+    from genjob_api.backends.cluster import ClusterBackend
+
+    class FailingDiscovery:
+        def get_api_versions(self, **_kwargs: object) -> None:
+            raise RuntimeError("HTTP 401: {'Authorization': 'Bearer sa-token-secret', 'host': '10.0.0.1'}")
+
+    backend = ClusterBackend.__new__(ClusterBackend)
+    backend.discovery = FailingDiscovery()
+    reason = backend.not_ready_reason()
+    assert reason is not None and reason.startswith("kubernetes API unreachable")
+    assert "secret" not in reason and "10.0.0.1" not in reason

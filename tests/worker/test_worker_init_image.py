@@ -8,11 +8,11 @@ import io
 import ipaddress
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from cryptography import x509
@@ -23,7 +23,7 @@ from PIL import Image
 
 from genjob.errors import InvalidSpecError
 from genjob_worker.generate import run_generation
-from genjob_worker.init_image import resolve_init_image, url_allowed
+from genjob_worker.init_image import fetch_url, resolve_init_image, url_allowed
 from genjob_worker.models import ModelRegistry
 from genjob_worker.results import FilesystemResultStore, encode_png
 
@@ -100,9 +100,35 @@ def test_url_allowlist_matches_at_a_path_boundary() -> None:
     assert not url_allowed("http://img.example.org/a.png", allow)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example.com/inputs/../private/x.png",  # reproduced: fetched /private/x.png
+        "https://cdn.example.com/inputs/./../private/x.png",
+        "https://cdn.example.com/inputs/%2e%2e/private/x.png",
+        "https://cdn.example.com/inputs/%2E%2e%2Fprivate/x.png",
+        "https://cdn.example.com/inputs/..%5cprivate/x.png",
+        "https://cdn.example.com/inputs\\..\\private/x.png",
+        "https://user:pw@cdn.example.com/inputs/a.png",
+        "https://cdn.example.com@evil.example.net/inputs/a.png",
+        "https://cdn.example.com:99999/inputs/a.png",
+    ],
+)
+def test_url_allowlist_refuses_dot_segments_userinfo_and_odd_forms(url: str) -> None:
+    """The allow-list compares normalized URLs: a path that leaves the allowed prefix once
+    normalized, credentials and unparsable ports never match."""
+    assert not url_allowed(url, ["https://cdn.example.com/inputs/"])
+
+
+def test_url_allowlist_compares_normalized_hosts_and_ports() -> None:
+    allow = ["https://CDN.example.com:443/inputs/"]
+    assert url_allowed("https://cdn.example.COM/inputs/a.png", allow)
+    assert not url_allowed("https://cdn.example.com:8443/inputs/a.png", allow)
+
+
 @pytest.fixture(scope="module")
-def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, httpx.Client]]:
-    """A real HTTPS server on 127.0.0.1 with a self-signed certificate, and a client trusting it."""
+def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """A real HTTPS server on 127.0.0.1 with a self-signed certificate, and a TLS context trusting it."""
     folder = tmp_path_factory.mktemp("tls")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -139,6 +165,11 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(big)
+            elif self.path == "/ok/trickle.png":  # each byte well within any per-read timeout
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nPNG!":
+                    time.sleep(0.4)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
             elif self.path == "/ok/redirect.png":
                 self.send_response(302)
                 self.send_header("Location", "https://elsewhere.example.com/x.png")
@@ -155,18 +186,17 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    client = httpx.Client(verify=ssl.create_default_context(cafile=str(folder / "cert.pem")))
-    yield f"https://127.0.0.1:{server.server_address[1]}", client
-    client.close()
+    trusting = ssl.create_default_context(cafile=str(folder / "cert.pem"))
+    yield f"https://127.0.0.1:{server.server_address[1]}", trusting
     server.shutdown()
     thread.join()
 
 
 def test_allowed_https_url_is_fetched(
-    https_server: tuple[str, httpx.Client], store: FilesystemResultStore
+    https_server: tuple[str, ssl.SSLContext], store: FilesystemResultStore
 ) -> None:
     base, client = https_server
-    image = _resolve(f"{base}/ok/small.png", store, url_allowlist=[f"{base}/ok/"], http_client=client)
+    image = _resolve(f"{base}/ok/small.png", store, url_allowlist=[f"{base}/ok/"], tls_verify=client)
     assert image.size == (64, 64) and image.getpixel((32, 32)) == (200, 30, 30)
 
 
@@ -175,11 +205,19 @@ def test_allowed_https_url_is_fetched(
     [("big-undeclared.png", "limit"), ("redirect.png", "HTTP 302"), ("gone.png", "HTTP 404")],
 )
 def test_https_refusals(
-    https_server: tuple[str, httpx.Client], store: FilesystemResultStore, path: str, message: str
+    https_server: tuple[str, ssl.SSLContext], store: FilesystemResultStore, path: str, message: str
 ) -> None:
     base, client = https_server
     with pytest.raises(InvalidSpecError, match=message):
-        _resolve(f"{base}/ok/{path}", store, url_allowlist=[f"{base}/ok/"], http_client=client)
+        _resolve(f"{base}/ok/{path}", store, url_allowlist=[f"{base}/ok/"], tls_verify=client)
+
+
+def test_a_trickling_server_is_cut_off_at_the_overall_deadline(
+    https_server: tuple[str, ssl.SSLContext],
+) -> None:
+    base, trusting = https_server
+    with pytest.raises(InvalidSpecError, match="within 1 s"):
+        fetch_url(f"{base}/ok/trickle.png", LIMIT, verify=trusting, deadline_seconds=1)
 
 
 def test_img2img_from_inline_and_store_uri(

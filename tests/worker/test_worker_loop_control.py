@@ -178,6 +178,27 @@ def test_circuit_breaker_opens_after_consecutive_failures(
     assert worker.metrics.registry.get_sample_value("genjob_worker_circuit_open") == 1
 
 
+class LeakyGenerator:
+    """A runtime whose failure text carries a filesystem path and internals."""
+
+    def generate(self, specs: Sequence[GenerationJobSpec], **_kwargs: Any) -> list[GenerationOutput]:
+        raise OSError("[Errno 28] No space left on device: '/var/lib/genjob/cache/secret-model/unet.bin'")
+
+
+def test_job_messages_carry_no_exception_text_or_paths(
+    loop_settings: GenjobSettings, registry: ModelRegistry
+) -> None:
+    """A tenant reads its job's message: an unexpected failure shows a stable message and the
+    exception goes to the worker's log only."""
+    worker = InProcessWorker(loop_settings, registry, generator=LeakyGenerator())  # type: ignore[arg-type]
+    enqueue_job(worker.queue, "leak", max_attempts=1)
+    worker.loop.claim_and_run()
+    record = worker.queue.get("leak")
+    assert record is not None and record.reason == "GenerationError"
+    message = record.message or ""
+    assert message and "/var/lib" not in message and "Errno" not in message and "OSError" not in message
+
+
 def test_success_resets_the_failure_count(loop_settings: GenjobSettings, registry: ModelRegistry) -> None:
     """Ensures failures that are the job's own (unknown model) do not count, and a success resets."""
     worker = InProcessWorker(loop_settings, registry)

@@ -13,12 +13,14 @@ resized to the job's width x height.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
+import ssl
 import warnings
 from collections.abc import Sequence
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -33,16 +35,42 @@ DATA_URI_TYPES = ("image/png", "image/jpeg", "image/webp")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")  # WebP: RIFF....WEBP, checked by Pillow
 MAX_SOURCE_PIXELS = 40_000_000
-FETCH_TIMEOUT_SECONDS = 15.0
+FETCH_DEADLINE_SECONDS = 30.0
+
+
+def normalized_https_url(url: str) -> str | None:
+    """The URL in one canonical form (lower-case host, no default port), or None when it is not
+    a plain https URL: credentials, a backslash, a dot segment or an encoded separator in the
+    path (`/a/../b`, `%2e%2e`, `%2f`), or an unparsable port. Fetching it fetches exactly this."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "https" or not parts.hostname or "@" in parts.netloc or "\\" in url:
+        return None
+    lowered = parts.path.lower()
+    if any(encoded in lowered for encoded in ("%2f", "%5c", "%2e")):
+        return None
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    netloc = host if port in (None, 443) else f"{host}:{port}"
+    return urlunsplit(("https", netloc, parts.path or "/", parts.query, ""))
 
 
 def url_allowed(url: str, allowlist: Sequence[str]) -> bool:
-    """True for an https URL without credentials that starts with an allowed prefix at a path boundary."""
-    parsed = urlparse(url)
-    if parsed.scheme != "https" or "@" in parsed.netloc:
+    """True for a plain https URL whose normalized form starts with a normalized allowed
+    prefix at a path boundary."""
+    normalized = normalized_https_url(url)
+    if normalized is None:
         return False
-    for prefix in allowlist:
-        if url.startswith(prefix) and (prefix.endswith("/") or url[len(prefix) : len(prefix) + 1] in "/?#"):
+    for allowed in allowlist:
+        prefix = normalized_https_url(allowed)
+        if prefix is None:
+            continue
+        rest = normalized[len(prefix) :]
+        if normalized.startswith(prefix) and (prefix.endswith("/") or rest[:1] in ("", "/", "?")):
             return True
     return False
 
@@ -63,10 +91,23 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     return data
 
 
-def fetch_url(url: str, max_bytes: int, client: httpx.Client) -> bytes:
-    """GET an allowed URL, streaming, refusing redirects, errors and bodies over max_bytes."""
-    try:
-        with client.stream("GET", url, follow_redirects=False, timeout=FETCH_TIMEOUT_SECONDS) as response:
+def fetch_url(
+    url: str,
+    max_bytes: int,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    deadline_seconds: float = FETCH_DEADLINE_SECONDS,
+) -> bytes:
+    """GET an allowed URL within one overall deadline (connect, headers and body together: a
+    server trickling bytes is cut off), refusing redirects, errors and bodies over max_bytes.
+    The body is read raw (not decompressed), so its size is what crossed the network."""
+
+    async def fetch() -> bytes:
+        async with (
+            httpx.AsyncClient(verify=verify, follow_redirects=False, timeout=deadline_seconds) as client,
+            asyncio.timeout(deadline_seconds),
+            client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response,
+        ):
             if response.status_code != 200:
                 raise InvalidSpecError(f"initImage URL {url} answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")
@@ -75,14 +116,24 @@ def fetch_url(url: str, max_bytes: int, client: httpx.Client) -> bytes:
                     f"initImage at {url} is {declared} bytes, over the {max_bytes}-byte limit"
                 )
             chunks, size = [], 0
-            for chunk in response.iter_bytes():
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > max_bytes:
                     raise InvalidSpecError(f"initImage at {url} is over the {max_bytes}-byte limit")
                 chunks.append(chunk)
+            return b"".join(chunks)
+
+    try:
+        return asyncio.run(fetch())
+    except TimeoutError:
+        raise InvalidSpecError(
+            f"initImage URL {url} did not answer in full within {deadline_seconds:g} s"
+        ) from None
     except httpx.HTTPError as exc:
-        raise InvalidSpecError(f"initImage URL {url} could not be fetched: {exc}") from None
-    return b"".join(chunks)
+        log.info("initImage fetch failed", url=url, error=f"{type(exc).__name__}: {exc}")
+        raise InvalidSpecError(
+            f"initImage URL {url} could not be fetched ({type(exc).__name__}); check that it is reachable"
+        ) from None
 
 
 def decode_image(data: bytes, width: int, height: int) -> Image.Image:
@@ -124,7 +175,7 @@ def load_init_image_bytes(
     store: ResultStore,
     max_bytes: int,
     url_allowlist: Sequence[str],
-    http_client: httpx.Client | None = None,
+    tls_verify: ssl.SSLContext | bool = True,
 ) -> bytes:
     """The raw bytes behind an initImage reference (see the module docstring for the rules)."""
     if ref.startswith("data:"):
@@ -132,18 +183,15 @@ def load_init_image_bytes(
     if store.owns(ref):
         try:
             data = store.open(ref)
-        except ResultNotFoundError as exc:
-            raise InvalidSpecError(f"initImage {ref} does not exist: {exc}") from None
+        except ResultNotFoundError:
+            raise InvalidSpecError(f"initImage {ref} does not exist in the result store") from None
         if len(data) > max_bytes:
             raise InvalidSpecError(f"initImage is {len(data)} bytes, over the {max_bytes}-byte limit")
         return data
     if ref.startswith("https://"):
         if not url_allowed(ref, url_allowlist):
             raise InvalidSpecError(f"initImage URL {ref} is not on the worker's URL allow-list")
-        if http_client is not None:
-            return fetch_url(ref, max_bytes, http_client)
-        with httpx.Client() as client:
-            return fetch_url(ref, max_bytes, client)
+        return fetch_url(normalized_https_url(ref) or ref, max_bytes, verify=tls_verify)
     raise InvalidSpecError(
         "initImage must be a result URI of this store, an allowed https URL, or a data:image/png;base64 URI"
     )
@@ -157,10 +205,10 @@ def resolve_init_image(
     url_allowlist: Sequence[str],
     width: int,
     height: int,
-    http_client: httpx.Client | None = None,
+    tls_verify: ssl.SSLContext | bool = True,
 ) -> Image.Image:
     """The init image of a job as an RGB image of width x height."""
     data = load_init_image_bytes(
-        ref, store=store, max_bytes=max_bytes, url_allowlist=url_allowlist, http_client=http_client
+        ref, store=store, max_bytes=max_bytes, url_allowlist=url_allowlist, tls_verify=tls_verify
     )
     return decode_image(data, width, height)

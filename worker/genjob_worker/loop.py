@@ -41,6 +41,9 @@ from genjob_worker.pod_marker import NoPodMarker, PodMarker
 from genjob_worker.runtime import Generator
 
 log = structlog.get_logger()
+# What a tenant reads for an unexpected failure; the exception itself is logged, never stored
+# in the job (its text can carry paths and internals of the worker).
+GENERATION_FAILED_MESSAGE = "generation failed on the worker; it is retried on another attempt"
 
 ERROR_BACKOFF_SECONDS = 1.0
 
@@ -207,16 +210,22 @@ class WorkerLoop:
         except StopGeneration as stop:
             self._fail_active(guard, Reason.GENERATION_ERROR, f"stopped unexpectedly: {stop}", retryable=True)
         except ModelNotFoundError as exc:
+            configured = active[0].model in self.known_models  # configured, but will not load
             for h in guard.active():
-                h.extra["worker_fault"] = h.model in self.known_models  # configured, but will not load
-            self._fail_active(guard, Reason.MODEL_NOT_FOUND, str(exc), retryable=False)
+                h.extra["worker_fault"] = configured
+            if configured:  # the detail names the weights' location: the log has it, the job does not
+                log.error("configured model failed to load", model=active[0].model, error=str(exc))
+                message = f"model {active[0].model!r} failed to load on this worker; see the worker's log"
+            else:
+                message = str(exc)
+            self._fail_active(guard, Reason.MODEL_NOT_FOUND, message, retryable=False)
         except InvalidSpecError as exc:
             self._fail_active(guard, Reason.INVALID_SPEC, str(exc), retryable=False)
         except OutOfMemoryError as exc:
             self._fail_active(guard, Reason.OUT_OF_MEMORY, str(exc), retryable=False)
-        except Exception as exc:
-            log.exception("generation failed")
-            self._fail_active(guard, Reason.GENERATION_ERROR, f"{type(exc).__name__}: {exc}", retryable=True)
+        except Exception:
+            log.exception("generation failed")  # the exception text stays in the worker's log
+            self._fail_active(guard, Reason.GENERATION_ERROR, GENERATION_FAILED_MESSAGE, retryable=True)
         else:
             for held, output in zip(active, outputs, strict=True):
                 self._record_output(guard, held, output)
@@ -231,10 +240,10 @@ class WorkerLoop:
         else:
             try:
                 self.outcomes.succeeded(held, output)  # type: ignore[arg-type]
-            except Exception as exc:
+            except Exception:
                 log.exception("storing the result failed", job_id=held.id)
                 self.outcomes.failed(
-                    held, Reason.GENERATION_ERROR, f"storing the result failed: {exc}", retryable=True
+                    held, Reason.GENERATION_ERROR, "storing the result failed on the worker", retryable=True
                 )
 
     def _fail_active(self, guard: StepGuard, reason: Reason, message: str, *, retryable: bool) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+import structlog
 from fastapi.concurrency import run_in_threadpool
 
 from genjob.jobspec import GenerationJobSpec, Phase
@@ -24,6 +25,8 @@ from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision, RateLimitedError, RateLimiter
 from genjob_api.webhook_delivery import WebhookTarget
+
+log = structlog.get_logger("genjob.api.backends")
 
 GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 TENANT_LABEL = "genjob.io/tenant"
@@ -257,6 +260,7 @@ class ClusterBackend:
     def not_ready_reason(self) -> str | None:
         try:
             self.discovery.get_api_versions(_request_timeout=5)
-        except Exception as exc:
-            return f"kubernetes API unreachable: {exc}"
+        except Exception as exc:  # the text goes to the log: /readyz is unauthenticated
+            log.warning("kubernetes API unreachable", error=str(exc))
+            return f"kubernetes API unreachable ({type(exc).__name__})"
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis
+import structlog
 from fastapi.concurrency import run_in_threadpool
 
 from genjob.admission import new_job
@@ -22,6 +23,8 @@ from genjob_api.backends.local_submit import SubmitScript
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhook_delivery import WebhookTarget
+
+log = structlog.get_logger("genjob.api.backends")
 
 _STATUS = {
     JobState.QUEUED: Status.QUEUED,
@@ -189,6 +192,7 @@ class LocalBackend:
     def not_ready_reason(self) -> str | None:
         try:
             self.client.ping()
-        except redis.RedisError as exc:
-            return f"redis unreachable: {exc}"
+        except redis.RedisError as exc:  # the text goes to the log: /readyz is unauthenticated
+            log.warning("redis unreachable", error=str(exc))
+            return f"redis unreachable ({type(exc).__name__})"
         return None
