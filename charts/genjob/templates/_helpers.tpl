@@ -188,8 +188,16 @@ seccompProfile:
 {{- $_ := set $api "api_keys_file" (printf "/etc/genjob/api-keys/%s" .Values.api.apiKeys.key) }}
 {{- end }}
 {{- $api = mergeOverwrite $api (deepCopy .Values.api.extraConfig) }}
+{{- $redis := dict "url" (include "genjob.redis.url" .) "key_prefix" .Values.redis.keyPrefix }}
+{{- if not .Values.redis.enabled }}
+{{- with .Values.externalRedis.sentinels }}
+{{- $_ := set $redis "sentinels" . }}
+{{- $_ := set $redis "sentinel_master" $.Values.externalRedis.sentinelMaster }}
+{{- end }}
+{{- with .Values.externalRedis.waitReplicas }}{{ $_ := set $redis "wait_replicas" . }}{{ end }}
+{{- end }}
 {{- $cfg := dict
-  "redis" (dict "url" (include "genjob.redis.url" .) "key_prefix" .Values.redis.keyPrefix)
+  "redis" $redis
   "queue" .Values.config.queue
   "tiers" $tiers
   "models" .Values.config.models

@@ -1,0 +1,68 @@
+"""The chart against an external Redis with replicas and Sentinel: genjob's config names the
+sentinels (and WAIT), and KEDA's triggers switch to `redis-sentinel`; the bundled Redis keeps
+`redis` triggers and a `maxmemory` below its container limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from genjob.settings import GenjobSettings
+
+SENTINEL_SETS = [
+    "redis.enabled=false",
+    "externalRedis.url=redis://not-used:6379/2",
+    "externalRedis.sentinels={sentinel-0.redis:26379,sentinel-1.redis:26379}",
+    "externalRedis.sentinelMaster=queue",
+    "externalRedis.waitReplicas=1",
+    "externalRedis.existingSecret=redis-auth",
+]
+
+
+def triggers(docs: list[dict]) -> list[dict]:
+    return [t for d in docs if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"]]
+
+
+def test_an_external_sentinel_set_configures_genjob_and_keda(chartlib, tmp_path: Path, monkeypatch) -> None:
+    docs = chartlib.objects(chartlib.render(sets=SENTINEL_SETS))
+    found = triggers(docs)
+    assert found and {t["type"] for t in found} == {"redis-sentinel"}
+    for trigger in found:
+        meta = trigger["metadata"]
+        assert meta["addresses"] == "sentinel-0.redis:26379,sentinel-1.redis:26379"
+        assert meta["sentinelMaster"] == "queue" and meta["databaseIndex"] == "2"
+        assert "address" not in meta and trigger["authenticationRef"]["name"]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    for name in [n for n in __import__("os").environ if n.startswith("GENJOB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GENJOB_CONFIG_FILE", str(path))
+    settings = GenjobSettings()
+    assert settings.redis.sentinel_addresses() == [("sentinel-0.redis", 26379), ("sentinel-1.redis", 26379)]
+    assert settings.redis.sentinel_master == "queue" and settings.redis.wait_replicas == 1
+
+
+def test_the_bundled_redis_keeps_redis_triggers_and_a_memory_cap(rendered) -> None:
+    found = triggers(rendered["default"])
+    assert found and {t["type"] for t in found} == {"redis"}
+    assert all("address" in t["metadata"] for t in found)
+    sts = next(d for d in rendered["default"] if d["kind"] == "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    flags = dict(zip(container["args"][::2], container["args"][1::2], strict=True))
+    assert flags["--maxmemory"] == "768mb" and flags["--maxmemory-policy"] == "noeviction"
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    config = yaml.safe_load(
+        next(
+            d
+            for d in rendered["default"]
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")
+        )["data"]["config.yaml"]
+    )
+    assert "sentinels" not in config["redis"]
+
+
+def test_sentinel_addresses_must_be_host_and_port(chartlib) -> None:
+    error = chartlib.render_error(sets=[*SENTINEL_SETS[:2], "externalRedis.sentinels={sentinel-0}"])
+    assert "sentinels" in error
