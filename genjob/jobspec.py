@@ -39,6 +39,7 @@ class Phase(StrEnum):
 
 class Reason(StrEnum):
     QUOTA_EXCEEDED = "QuotaExceeded"
+    QUEUE_FULL = "QueueFull"  # Redis refuses writes (maxmemory): the job waits, Pending
     INVALID_SPEC = "InvalidSpec"
     MODEL_NOT_FOUND = "ModelNotFound"
     OUT_OF_MEMORY = "OutOfMemory"

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions
 import structlog
 from pydantic import ValidationError
 
@@ -105,6 +106,7 @@ class Admitter:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admit")
         self._ensured: set[str] = set()  # admitted uids whose enqueue this process has confirmed
+        self._queue_full: set[str] = set()  # uids marked QueueFull (Redis refused the enqueue)
         self._marked_waiting: set[str] = set()
         self._lost: set[str] = set()  # uids reported lost by the status resync, not yet re-queued
 
@@ -214,7 +216,14 @@ class Admitter:
 
     def _enqueue(self, view: JobView, spec: GenerationJobSpec) -> None:
         assert spec.model is not None
-        result = self.queue.enqueue(new_job(view.uid, spec, job_meta(view, self._tenant(view), spec.model)))
+        try:
+            result = self.queue.enqueue(
+                new_job(view.uid, spec, job_meta(view, self._tenant(view), spec.model))
+            )
+        except redis.exceptions.OutOfMemoryError:
+            self.mark_queue_full(view)
+            raise  # logged by _guard; the enqueue is tried again on every pass
+        self._queue_full.discard(view.uid)
         self._ensured.add(view.uid)
         if result.created:
             self.metrics.admitted.labels(tier=spec.tier).inc()
@@ -227,6 +236,21 @@ class Admitter:
         self.events.post(
             view.namespace, view.name, view.uid, str(checked.reason), checked.message, warning=True
         )
+
+    def mark_queue_full(self, view: JobView) -> None:
+        """Redis is at maxmemory: say so on the job once (it stays Pending and is retried)."""
+        if view.uid in self._queue_full:
+            return
+        message = (
+            "the job queue (Redis) is full: it refuses writes at its maxmemory limit; the job is "
+            "queued as soon as Redis has room (raise redis.maxmemory or shorten retention)"
+        )
+        updated = self.kube.patch_status(
+            view, {"phase": "Pending", "reason": str(Reason.QUEUE_FULL), "message": message}
+        )
+        self._queue_full.add(view.uid)
+        self.cache.observe(updated)
+        self.events.post(view.namespace, view.name, view.uid, str(Reason.QUEUE_FULL), message, warning=True)
 
     def mark_waiting(self, view: JobView, plan: Any) -> None:
         tenant, tier = self._tenant(view), str(view.spec.get("tier"))

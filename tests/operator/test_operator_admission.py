@@ -157,3 +157,26 @@ def test_queued_job_whose_record_redis_lost_is_queued_again(settings, redis_clie
     queued = [e.job_id for e in read_history(redis_client, queue.keys) if e.type == "queued"]
     assert sorted(queued) == sorted([lost.uid, lost.uid, kept.uid, fresh.uid])
     assert len([e for e in kube.events if e[1] == "QueueRecordLost"]) == 1
+
+
+def test_a_full_redis_keeps_the_job_pending_with_a_reason_then_admits_it(
+    settings, redis_client, kube, cache, metrics
+):
+    """Redis at maxmemory (noeviction) refuses the enqueue: the job stays Pending with reason
+    QueueFull (one status write, one Event), and is queued on a pass after Redis has room."""
+    admitter, queue = make_admitter(settings, kube, cache, metrics)
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", max(1, int(redis_client.info("memory")["used_memory"]) // 2))
+    try:
+        v = add(kube, cache, "big")
+        admitter.pass_once()
+        admitter.pass_once()
+        status = kube.objects[v.uid].status
+        assert status["phase"] == "Pending" and status["reason"] == "QueueFull", status
+        assert "memory" in status["message"]
+        assert len(kube.writes_of("status")) == 1 and kube.events == [("big", "QueueFull")]
+        assert queue.get(v.uid) is None
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    admitter.pass_once()
+    assert queue.get(v.uid) is not None and queue.get(v.uid).state == JobState.QUEUED
