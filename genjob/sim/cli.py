@@ -89,7 +89,7 @@ def _sim(args: argparse.Namespace) -> int:
         space = SearchSpace(push=(False, True) if args.allow_push else ())
         result = recommend(scenario, targets, catalog, calibration, space, progress=progress)
         best = result.best
-        fragment = values_fragment(best.scenario, list(targets), args.allow_push)
+        fragment = values_fragment(best.scenario, list(targets), catalog, args.allow_push)
         out["recommendation"] = {
             "targets_p95_seconds": targets,
             "meets_targets_on_every_seed": result.meets,

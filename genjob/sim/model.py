@@ -163,19 +163,12 @@ class Simulation:
     # ------------------------------------------------------------------ set-up
     def _pool_state(self, name: str, values: PoolValues) -> PoolState:
         order = consumption_order(self.sc.tiers, [name], values.spill_over)
-        wanted = values.node_selector.get(INSTANCE_TYPE_LABEL)
-        allowed = [wanted] if wanted else list(self.sc.node_pools[values.capacity_type].instance_types)
-        allowed.sort(key=lambda it: self._price(it, values.capacity_type))
         models = [w.job.model for w in self.sc.workload if w.tier == name] or ["sdxl"]
+        allowed = instance_types(self.sc, self.catalog, name)
         return PoolState(name=name, values=values, order=order, instance_types=allowed, model=models[0])
 
     def _price(self, instance_type: str, capacity_type: CapacityType) -> float:
-        override = self.sc.prices.get(instance_type)
-        if override is not None:
-            value = override.spot if capacity_type == "spot" else override.on_demand
-            if value is not None:
-                return value
-        return self.catalog.instance(instance_type).price(capacity_type)
+        return price(self.sc, self.catalog, instance_type, capacity_type)
 
     def _next_id(self) -> int:
         self._ids += 1
@@ -674,6 +667,25 @@ class Simulation:
             self._pod_gone(pod)
         if node.deleted is None:
             self._delete_node(node)
+
+
+def price(scenario: Scenario, catalog: Catalog, instance_type: str, capacity_type: CapacityType) -> float:
+    """USD per hour of a node: the scenario's price override, else the catalog's."""
+    override = scenario.prices.get(instance_type)
+    if override is not None:
+        value = override.spot if capacity_type == "spot" else override.on_demand
+        if value is not None:
+            return value
+    return catalog.instance(instance_type).price(capacity_type)
+
+
+def instance_types(scenario: Scenario, catalog: Catalog, tier: str) -> list[str]:
+    """The node types `tier`'s pool can get, cheapest first: its nodeSelector's, else its NodePool's.
+    Karpenter launches the first (lowest price; capacity shortages are not modelled)."""
+    values = scenario.pools[tier]
+    wanted = values.node_selector.get(INSTANCE_TYPE_LABEL)
+    allowed = [wanted] if wanted else list(scenario.node_pools[values.capacity_type].instance_types)
+    return sorted(allowed, key=lambda it: price(scenario, catalog, it, values.capacity_type))
 
 
 def simulate(scenario: Scenario, catalog: Catalog, calibration: Calibration) -> RunData:

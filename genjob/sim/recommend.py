@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from genjob.sim.inputs import Calibration, CapacityType, Catalog
-from genjob.sim.model import simulate
+from genjob.sim.model import instance_types, simulate
 from genjob.sim.results import summarize
 from genjob.sim.scenario import INSTANCE_TYPE_LABEL, Scenario, with_pool
 
@@ -89,12 +89,19 @@ def _options(scenario: Scenario, tier: str, space: SearchSpace) -> list[dict[str
     """Single-setting changes to try for `tier`'s pool (chart value names)."""
     pool = scenario.pools[tier]
     options: list[dict[str, Any]] = []
+    # A node type changes the seconds per image, which moves the best listLength: try them together.
     for capacity in space.capacity_types:
         offered = scenario.node_pools[capacity].instance_types
         for instance in space.instance_types or offered:
             if instance in offered:
-                options.append({"capacityType": capacity, "nodeSelector": {INSTANCE_TYPE_LABEL: instance}})
-    options += [{"keda": {"listLength": v}} for v in space.list_lengths]
+                options += [
+                    {
+                        "capacityType": capacity,
+                        "nodeSelector": {INSTANCE_TYPE_LABEL: instance},
+                        "keda": {"listLength": v},
+                    }
+                    for v in space.list_lengths
+                ]
     options += [{"keda": {"pollingInterval": v}} for v in space.polling_intervals]
     options += [{"keda": {"cooldownPeriod": v}} for v in space.cooldowns]
     options += [{"keda": {"minReplicas": v}} for v in space.min_replicas if v <= pool.keda.max_replicas]
@@ -194,13 +201,19 @@ def _descend(
     return best, runs
 
 
-def values_fragment(scenario: Scenario, tiers: list[str], allow_push: bool = False) -> str:
-    """The pools of `tiers` as a values.yaml fragment (`helm install -f` accepts it)."""
+def values_fragment(scenario: Scenario, tiers: list[str], catalog: Catalog, allow_push: bool = False) -> str:
+    """The pools of `tiers` as a values.yaml fragment (`helm install -f` accepts it); the node type
+    the simulation assumed is pinned with a nodeSelector."""
     out: dict[str, Any] = {"tiers": {}}
     for tier in tiers:
         pool = scenario.pools[tier]
         keda = pool.keda.model_dump(by_alias=True, exclude={"push"})
-        node_selector = {"genjob.io/node-role": "gpu-worker", **pool.node_selector}
+        instance = instance_types(scenario, catalog, tier)[0]
+        node_selector = {
+            "genjob.io/node-role": "gpu-worker",
+            **pool.node_selector,
+            INSTANCE_TYPE_LABEL: instance,
+        }
         out["tiers"][tier] = {
             "pool": {"capacityType": pool.capacity_type, "nodeSelector": node_selector, "keda": keda}
         }

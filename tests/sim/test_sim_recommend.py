@@ -81,8 +81,13 @@ def test_the_values_fragment_passes_the_chart_schema(scenario: Build) -> None:
             }
         }
     )
-    fragment: dict[str, Any] = yaml.safe_load(values_fragment(sc, ["pro"]))
-    assert fragment["tiers"]["pro"]["pool"]["extraConfig"] == {"batch_size": 2}
+    fragment: dict[str, Any] = yaml.safe_load(values_fragment(sc, ["pro"], load_catalog()))
+    pool = fragment["tiers"]["pro"]["pool"]
+    assert pool["extraConfig"] == {"batch_size": 2}
+    assert pool["nodeSelector"] == {
+        "genjob.io/node-role": "gpu-worker",
+        "node.kubernetes.io/instance-type": "g5.xlarge",
+    }
     values = yaml.safe_load((ROOT / "charts/genjob/values.yaml").read_text())
     merged = copy.deepcopy(values)
     _deep_merge(merged, fragment)
