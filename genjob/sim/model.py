@@ -94,7 +94,6 @@ class Pod:
     run_start: float = 0.0
     run_seconds: float = 0.0
     terminating: bool = False
-    ready_at: float | None = None
 
 
 @dataclass(eq=False)
@@ -216,7 +215,7 @@ class Simulation:
         for _ in range(pool.values.keda.min_replicas):
             node = self._new_node(pool, self.env.now)
             node.ready_at, node.image_cached = 0.0, True
-            pod = Pod(id=self._next_id(), pool=pool.name, created=0.0, state="ready", ready_at=0.0)
+            pod = Pod(id=self._next_id(), pool=pool.name, created=0.0, state="ready")
             pool.pods.append(pod)
             self._bind(pod, node, start=False)
         pool.replicas = pool.values.keda.min_replicas
@@ -495,21 +494,26 @@ class Simulation:
                 node.nominee = pod
                 return
         self.batch.append(pod)
-        if self._batch_wakeup is None:
+        if self._batch_wakeup is None:  # open a batch window
+            self._batch_wakeup = self.env.event()
             self.env.process(self._karpenter_batch())
-        else:
-            if not self._batch_wakeup.triggered:
-                self._batch_wakeup.succeed()
+        elif not self._batch_wakeup.triggered:  # a new pod extends the window
+            self._batch_wakeup.succeed()
 
     def _karpenter_batch(self) -> Generator[simpy.Event, Any, None]:
+        """Close the window after batch_idle without new pods or batch_max in all; then launch."""
         start = self.env.now
         while True:
-            self._batch_wakeup = self.env.event()
-            idle_end = self.env.now + self.cal.karpenter_batch_idle_seconds
-            end = min(idle_end, start + self.cal.karpenter_batch_max_seconds)
-            result = yield self._batch_wakeup | self.env.timeout(end - self.env.now)
-            if self._batch_wakeup not in result:
+            wakeup = self._batch_wakeup
+            assert wakeup is not None
+            end = min(
+                self.env.now + self.cal.karpenter_batch_idle_seconds,
+                start + self.cal.karpenter_batch_max_seconds,
+            )
+            result = yield wakeup | self.env.timeout(end - self.env.now)
+            if wakeup not in result:
                 break
+            self._batch_wakeup = self.env.event()
         self._batch_wakeup = None
         pods, self.batch = self.batch, []
         for pod in pods:
@@ -574,7 +578,7 @@ class Simulation:
         yield self.env.timeout(seconds)
         if pod.state != "starting":
             return
-        pod.state, pod.ready_at = "ready", self.env.now
+        pod.state = "ready"
         pool.cold_starts += 1
         self._claim(pod)
 

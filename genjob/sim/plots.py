@@ -38,6 +38,13 @@ def _timeline(run: RunData, path: Path) -> Path:
             bottom.step(t[first_day], series, where="post", label=f"{key.split(':', 1)[1]} replicas")
         if key.startswith("busy:") and series.any():
             bottom.plot(t[first_day], series, linestyle=":", label=f"{key.split(':', 1)[1]} busy")
+    active = [
+        hour
+        for i, hour in enumerate(t[first_day])
+        if any(v[i] for k, v in tl.items() if k.startswith(("pending:", "replicas:")))
+    ]
+    if active:  # zoom on the busy part of the day
+        bottom.set_xlim(max(0.0, min(active) - 0.5), min(24.0, max(active) + 0.5))
     top.set_ylabel("pending jobs")
     top.legend(loc="upper right")
     bottom.set_ylabel("workers")
@@ -58,6 +65,7 @@ def _waits(run: RunData, path: Path) -> Path:
             ax.plot(values, np.arange(1, values.size + 1) / values.size, label=tier)
     ax.axvline(run.scenario.target_wait_seconds, color="grey", linestyle="--", label="target")
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.set_xlabel("wait from submit to claim (s)")
     ax.set_ylabel("share of jobs")
     ax.set_title(f"{run.scenario.name}: wait distribution per tier")
@@ -78,9 +86,11 @@ def _costs(summary: dict[str, Any], path: Path) -> Path:
     ax.bar(names, busy, label="GPU busy")
     ax.bar(names, idle, bottom=busy, label="GPU idle (starting, cooling down, empty nodes)")
     ax.bar(names, fixed, bottom=[b + i for b, i in zip(busy, idle, strict=True)], label="fixed")
+    top = max(b + i + f for b, i, f in zip(busy, idle, fixed, strict=True))
+    ax.set_ylim(0, 1.45 * top if top > 0 else 1.0)  # room for the legend
     ax.set_ylabel("$ per month")
     ax.set_title(f"{summary['scenario']}: ${summary['system']['usd_per_month']:.0f}/month")
-    ax.legend()
+    ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
