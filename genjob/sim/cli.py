@@ -19,8 +19,10 @@ BUNDLED = Path(__file__).with_name("scenarios")
 
 def scenario_path(name: str) -> Path:
     """A file path, or a bundled scenario's name (with or without .yaml)."""
+    if not name:
+        raise ValueError("give a SCENARIO (a YAML file or a bundled scenario's name) or --coldstart FILE")
     path = Path(name)
-    if path.exists():
+    if path.is_file():
         return path
     bundled = BUNDLED / (name if name.endswith(".yaml") else f"{name}.yaml")
     if bundled.exists():

@@ -6,8 +6,8 @@ batch_size; push activation only when asked): try every value of one setting wit
 fixed, keep the best, and repeat until a full round changes nothing. It starts twice: from the
 scenario's values and from a generous scale-to-zero preset. "Best" is a config that meets every
 target at the lowest $/month; while none meets them, the one closest to its targets. Candidates
-are one-day seeded simulations; the winner is then run on the scenario's own days and more seeds,
-and its worst p95 is what is reported.
+are seeded simulations of the scenario's days (fewer with `search_days`); the winner is then run
+on more seeds, and its worst p95 is what is reported.
 """
 
 from __future__ import annotations
@@ -132,16 +132,16 @@ def recommend(
     calibration: Calibration,
     space: SearchSpace = SearchSpace(),
     check_seeds: int = 2,
-    search_days: int = 1,
+    search_days: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Recommendation:
-    """Search on `search_days` days from two starting points, then check the winner on the
-    scenario's own days and `check_seeds` other seeds; when a run misses a target, search again
+    """Search on `search_days` days (default: the scenario's) from two starting points, then check
+    the winner on the scenario's days and `check_seeds` other seeds; when a run misses a target, search again
     with that target tightened by the miss (at most TIGHTEN_PASSES times)."""
     unknown = sorted(set(targets) - set(scenario.pools))
     if unknown:
         raise ValueError(f"targets for unknown tier(s) {unknown}; tiers are {sorted(scenario.pools)}")
-    short = scenario.model_copy(update={"days": min(search_days, scenario.days)})
+    short = scenario.model_copy(update={"days": min(search_days or scenario.days, scenario.days)})
     starts = [short, _generous(short, targets, space)]
     simulations, goal = 0, dict(targets)
     best: Candidate | None = None

@@ -62,6 +62,7 @@ def test_a_bundled_design_prints_its_hand_arithmetic_next_to_the_simulation(
     ("argv", "message"),
     [
         (["sim", "no-such-scenario"], "neither a file nor a bundled scenario"),
+        (["sim"], "give a SCENARIO"),
         (["sim", "SMALL", "--recommend"], "needs at least one --target"),
         (["sim", "SMALL", "--recommend", "--target", "pro"], "write TIER=SECONDS"),
         (["sim", "SMALL", "--recommend", "--target", "gold=30"], "unknown tier"),
