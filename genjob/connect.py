@@ -45,7 +45,7 @@ def _sentinel_kwargs(settings: GenjobSettings) -> tuple[dict[str, Any], dict[str
     """Connection kwargs of the primary (database, user, password, TLS from the URL) and of
     the sentinels themselves."""
     r = settings.redis
-    url = parse_url(r.url)  # type: ignore[no-untyped-call]
+    url = parse_url(r.url)
     primary: dict[str, Any] = {k: url[k] for k in ("db", "username", "password") if k in url}
     if urlsplit(r.url).scheme == "rediss":
         primary["ssl"] = True
@@ -62,9 +62,9 @@ def redis_client(settings: GenjobSettings) -> redis.Redis:
     retry = Retry(_backoff(), r.retries, _RETRY_ERRORS)
     if r.sentinels:
         primary, sentinel = _sentinel_kwargs(settings)
-        sentinels = redis.sentinel.Sentinel(r.sentinel_addresses(), sentinel_kwargs=sentinel)  # type: ignore[no-untyped-call]
+        sentinels = redis.sentinel.Sentinel(r.sentinel_addresses(), sentinel_kwargs=sentinel)
         connection = _FollowPrimarySSL if primary.pop("ssl", False) else _FollowPrimary
-        client = sentinels.master_for(r.sentinel_master, retry=retry, connection_class=connection, **primary)  # type: ignore[no-untyped-call]
+        client = sentinels.master_for(r.sentinel_master, retry=retry, connection_class=connection, **primary)
         return cast("redis.Redis", client)
     return redis.Redis.from_url(r.url, retry=retry, **_client_kwargs(settings))
 
@@ -75,7 +75,7 @@ def async_redis_client(settings: GenjobSettings) -> aredis.Redis:
     retry = redis.asyncio.retry.Retry(_backoff(), r.retries, _RETRY_ERRORS)
     if r.sentinels:
         primary, sentinel = _sentinel_kwargs(settings)
-        sentinels = redis.asyncio.sentinel.Sentinel(r.sentinel_addresses(), sentinel_kwargs=sentinel)  # type: ignore[no-untyped-call]
+        sentinels = redis.asyncio.sentinel.Sentinel(r.sentinel_addresses(), sentinel_kwargs=sentinel)
         aconnection = _AsyncFollowPrimarySSL if primary.pop("ssl", False) else _AsyncFollowPrimary
         aclient = sentinels.master_for(
             r.sentinel_master, retry=retry, connection_class=aconnection, **primary

@@ -66,7 +66,7 @@ def generate_image(client: Any, body: dict[str, Any], output: Path, progress: bo
         f"estimated wait {wait}s)",
         file=out,
     )
-    final = None
+    final: dict[str, Any] | None = None
     for event, data in client.events(job["id"]):
         if event == "progress" and progress:
             out.write(_bar(data["step"], data["total"], "running"))

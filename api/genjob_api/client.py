@@ -68,26 +68,27 @@ class GatewayClient:
 
     def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self.request("POST", "/v1/generations", json=body, headers=headers).json()  # type: ignore[no-any-return]
+        return _json(self.request("POST", "/v1/generations", json=body, headers=headers))
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/generations/{job_id}").json()  # type: ignore[no-any-return]
+        return _json(self.request("GET", f"/v1/generations/{job_id}"))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/v1/generations/{job_id}").json()  # type: ignore[no-any-return]
+        return _json(self.request("DELETE", f"/v1/generations/{job_id}"))
 
     def image(self, job_id: str, index: int = 0) -> bytes:
         return self.request("GET", f"/v1/generations/{job_id}/images/{index}").content
 
     def queues(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/queues").json()  # type: ignore[no-any-return]
+        return _json(self.request("GET", "/v1/queues"))
 
     def dead_letters(self, tier: str | None = None) -> list[dict[str, Any]]:
         params = {"tier": tier} if tier else {}
-        return self.request("GET", "/v1/admin/dead-letters", params=params).json()  # type: ignore[no-any-return]
+        letters: list[dict[str, Any]] = self.request("GET", "/v1/admin/dead-letters", params=params).json()
+        return letters
 
     def redrive(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/admin/dead-letters/{job_id}/redrive").json()  # type: ignore[no-any-return]
+        return _json(self.request("POST", f"/v1/admin/dead-letters/{job_id}/redrive"))
 
     def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs of the job's SSE stream until the server closes it."""
@@ -101,8 +102,14 @@ class GatewayClient:
             raise GatewayError(0, "unreachable", f"event stream broke: {exc}") from None
 
 
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The gateway's JSON object (its shape is the OpenAPI document's; the CLI reads it as a dict)."""
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", []
+    event, data = "message", list[str]()
     for line in lines:
         if not line:
             if data:

@@ -5,6 +5,7 @@ being unreachable) as
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -39,7 +40,7 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
@@ -61,7 +62,7 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
-def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str]:
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     """A code and a one-line message naming each bad field."""
     code = "invalid_parameters"
     messages = []

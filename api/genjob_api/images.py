@@ -51,6 +51,7 @@ class ResultReader:
 
             self._s3 = boto3.client("s3", endpoint_url=s.s3_endpoint_url, region_name=s.s3_region)
         try:
-            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+            data: bytes = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return data
         except Exception as exc:
             raise ImageNotFoundError(f"cannot read the result object: {type(exc).__name__}") from None

@@ -7,7 +7,7 @@ place; the tier and the owner come from the API key, never from the body.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PrivateAttr, create_model
 from pydantic.alias_generators import to_camel
@@ -27,7 +27,7 @@ class Webhook(Wire):
 
 _FROM_KEY = {"tier", "owner", "ttl_seconds_after_finished"}
 
-_RequestBase = create_model(  # type: ignore[call-overload]
+_RequestBase = create_model(  # type: ignore[call-overload]  # its overloads cannot type ** fields
     "_RequestBase",
     __base__=Wire,
     **{
@@ -38,8 +38,12 @@ _RequestBase = create_model(  # type: ignore[call-overload]
 )
 
 
-class GenerationRequest(_RequestBase):  # type: ignore[misc,valid-type]
+class GenerationRequest(_RequestBase):
     """What to generate. Unset fields take the GenerationJob defaults; the key decides the tier."""
+
+    if TYPE_CHECKING:  # fields copied from GenerationJobSpec above, read by name in the routes
+        prompt: str
+        negative_prompt: str
 
     webhook: Webhook | None = Field(None, description="Optional webhook called on completion or failure.")
 

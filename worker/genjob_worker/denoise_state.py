@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ def resumed_scheduler(scheduler: Any, position: int, state: dict[str, StateValue
 
 @functools.cache
 def _resumed_class(base: Any) -> Any:
-    class Resumed(base):  # type: ignore[misc]
+    class Resumed(base):  # type: ignore[misc]  # a subclass of the scheduler class met at run time
         _genjob_base = base
 
         def set_timesteps(self, *args: Any, **kwargs: Any) -> None:
@@ -152,7 +152,7 @@ def _resumed_class(base: Any) -> Any:
                 return
             self._genjob_pending = None
             position, state = pending
-            full = self.timesteps
+            full = cast("Any", self).timesteps  # set by base.set_timesteps (an untyped class)
             known = vars(self)
             for key, value in state.items():
                 device = known[key].device if isinstance(known.get(key), torch.Tensor) else full.device

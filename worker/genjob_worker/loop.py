@@ -31,7 +31,7 @@ from genjob.jobspec import GenerationJobSpec, Reason
 from genjob.queue import ClaimedJob, JobQueue
 from genjob.settings import WorkerSettings
 from genjob_worker.drain import DrainController
-from genjob_worker.generate import StopGeneration, batch_key, choose_seed
+from genjob_worker.generate import GenerationOutput, StopGeneration, batch_key, choose_seed
 from genjob_worker.guard import LeaseKeeper, StepGuard
 from genjob_worker.memory import CircuitBreaker, OutOfMemoryError
 from genjob_worker.metrics import WorkerMetrics
@@ -230,7 +230,7 @@ class WorkerLoop:
             for held, output in zip(active, outputs, strict=True):
                 self._record_output(guard, held, output)
 
-    def _record_output(self, guard: StepGuard, held: HeldJob, output: object) -> None:
+    def _record_output(self, guard: StepGuard, held: HeldJob, output: GenerationOutput) -> None:
         if not held.active:
             return  # ended during the call (cancelled or timed out while batched with others)
         if held.lease_lost:
@@ -239,7 +239,7 @@ class WorkerLoop:
             self.outcomes.cancelled(held, gpu_seconds=guard.gpu_share())
         else:
             try:
-                self.outcomes.succeeded(held, output)  # type: ignore[arg-type]
+                self.outcomes.succeeded(held, output)
             except Exception:
                 log.exception("storing the result failed", job_id=held.id)
                 self.outcomes.failed(

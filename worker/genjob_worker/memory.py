@@ -103,7 +103,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def downscaled_size(width: int, height: int) -> tuple[int, int]:
     """0.75x each side, rounded down to a multiple of 8, at least 64."""
-    return tuple(max(MIN_SIDE, int(side * DOWNSCALE_FACTOR) // 8 * 8) for side in (width, height))  # type: ignore[return-value]
+    width, height = (max(MIN_SIDE, int(side * DOWNSCALE_FACTOR) // 8 * 8) for side in (width, height))
+    return width, height
 
 
 def generate_with_oom_protection(

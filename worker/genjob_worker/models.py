@@ -66,7 +66,8 @@ def torch_dtype_for(config: ModelConfig, device: str) -> torch.dtype:
     """The configured dtype on CUDA; float32 on CPU whatever the config says."""
     if not device.startswith("cuda"):
         return torch.float32
-    return getattr(torch, config.dtype)  # type: ignore[no-any-return]
+    dtype: torch.dtype = getattr(torch, config.dtype)
+    return dtype
 
 
 class ModelRegistry:

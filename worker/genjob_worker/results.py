@@ -178,7 +178,8 @@ class S3ResultStore:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except self.client.exceptions.NoSuchKey:
             raise ResultNotFoundError(f"no result at {uri}") from None
-        return response["Body"].read()  # type: ignore[no-any-return]
+        data: bytes = response["Body"].read()
+        return data
 
 
 def build_result_store(settings: ResultStoreSettings, *, s3_client: Any = None) -> ResultStore:

@@ -135,7 +135,10 @@ class ClusterBackend:
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+            obj: dict[str, Any] = self.api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+            return obj
         except self.exceptions.ApiException as exc:
             if exc.status == 404:
                 return None

@@ -82,7 +82,7 @@ class SubmitScript:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.evalsha(self.script.sha, len(keys), *keys, *args)
             pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-            return cast("list[Any]", await pipe.execute(raise_on_error=False))
+            return await pipe.execute(raise_on_error=False)
 
     async def submit(self, job: NewJob, tenant: str, rate: RateCounter | None = None) -> Submitted:
         """Enqueue (counting the request on `rate` first, if given); RateLimitedError when over."""
