@@ -190,6 +190,18 @@ class OperatorSettings(_Section):
     reaper_interval_seconds: float = Field(5.0, gt=0)
     peering_name: str = "genjob"
     http_port: int = Field(8080, ge=0, le=65535)
+    push_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of KEDA's external-push scaler gRPC API (instant activation of idle pools); "
+        "0 disables.",
+    )
+    push_tls_dir: Path | None = Field(
+        None,
+        description="Directory holding tls.crt, tls.key and ca.crt: the push API then serves TLS and "
+        "requires a client certificate signed by ca.crt (KEDA's TriggerAuthentication). None: plaintext.",
+    )
 
 
 class ApiSettings(_Section):

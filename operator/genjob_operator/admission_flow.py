@@ -19,6 +19,7 @@ it also runs every `resync_seconds`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -99,10 +100,12 @@ class Admitter:
         metrics: OperatorMetrics,
         resync_seconds: float = 10.0,
         workers: int = 8,
+        on_enqueued: Callable[[str], None] | None = None,
     ) -> None:
         self.cache, self.kube, self.queue, self.settings = cache, kube, queue, settings
         self.tenants, self.events, self.metrics = tenants, events, metrics
         self.resync_seconds = resync_seconds
+        self.on_enqueued = on_enqueued  # tier -> None: KEDA's push trigger learns of the work at once
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admit")
         self._ensured: set[str] = set()  # admitted uids whose enqueue this process has confirmed
@@ -227,6 +230,8 @@ class Admitter:
         self._ensured.add(view.uid)
         if result.created:
             self.metrics.admitted.labels(tier=spec.tier).inc()
+            if self.on_enqueued is not None:
+                self.on_enqueued(spec.tier)
         log.debug("enqueued", job=f"{view.namespace}/{view.name}", uid=view.uid, created=result.created)
 
     def reject(self, view: JobView, checked: Checked) -> None:

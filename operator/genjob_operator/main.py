@@ -16,6 +16,7 @@ from genjob.logs import configure_logging
 from genjob.settings import GenjobSettings
 from genjob_operator.health import HealthServer, loops_alive
 from genjob_operator.metrics import OperatorMetrics
+from genjob_operator.push_scaler import push_server_from_settings
 
 log = structlog.get_logger("genjob.operator")
 
@@ -64,6 +65,10 @@ def run_operator(
     health = HealthServer(settings.operator.http_port, metrics, live)
     if settings.operator.http_port:
         health.start()
+    # KEDA's push trigger: served from the start, as a standby until this replica leads.
+    push = push_server_from_settings(settings)
+    if push is not None:
+        push.start()
 
     stop = threading.Event()
     elector = None
@@ -79,6 +84,8 @@ def run_operator(
         previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
         log.info("waiting for leadership", lease=settings.operator.peering_name, identity=identity)
         if not elector.wait_until_leader(stop):
+            if push is not None:
+                push.stop()
             return 0
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -93,6 +100,8 @@ def run_operator(
     def make_runtime() -> OperatorRuntime:
         runtime = OperatorRuntime(settings, client, metrics, namespaces, identity)
         runtime_box["runtime"] = runtime
+        if push is not None:
+            push.lead(runtime.activity)
         return runtime
 
     log.info("leading; starting kopf", namespaces=namespaces or "all", identity=identity)
@@ -107,6 +116,8 @@ def run_operator(
         )
     finally:
         stop.set()
+        if push is not None:
+            push.stop()  # streams end cleanly before the Lease is released, so KEDA retries soon
         if elector is not None:
             elector.release()
         health.stop()

@@ -4,7 +4,8 @@
   back to the head of their queue with attempts+1, or fail with reason WorkerLost into the
   dead-letter list after maxAttempts; retries whose backoff passed become claimable. The
   resulting `requeued`/`failed` events reach the CRs through status_sync.
-- pending / in-flight / oldest age per tier and jobs by phase and reason into metrics.
+- pending / in-flight / oldest age per tier and jobs by phase and reason into metrics; the
+  same counts tell `TierActivity` which tiers went idle (KEDA's push trigger, push_scaler.py).
 - orphans: unfinished queue jobs created by this operator (meta carries a uid) whose
   GenerationJob no longer exists (e.g. finalizers removed by hand while the operator was
   down) are cancelled, so no worker time is spent on them.
@@ -21,6 +22,7 @@ import structlog
 from genjob.queue import JobQueue, JobRecord
 from genjob_operator.cache import JobCache
 from genjob_operator.metrics import OperatorMetrics
+from genjob_operator.tier_activity import TierActivity
 
 log = structlog.get_logger("genjob.operator.reaper")
 
@@ -58,6 +60,7 @@ class Reaper:
         namespaces: list[str],
         orphan_every: float = 60.0,
         orphan_grace_seconds: float = 60.0,
+        activity: TierActivity | None = None,
     ) -> None:
         self.queue, self.cache, self.metrics = queue, cache, metrics
         self.interval = interval
@@ -65,6 +68,7 @@ class Reaper:
         self.orphan_every = orphan_every
         self.orphan_grace_ms = int(orphan_grace_seconds * 1000)
         self._last_orphan_sweep = time.monotonic()
+        self.activity = activity
 
     def pass_once(self) -> None:
         result = self.queue.reap()
@@ -75,7 +79,11 @@ class Reaper:
                 dead_lettered=result.dead_lettered,
                 cancelled=result.cancelled,
             )
-        for s in self.queue.stats():
+        read_from = self.activity.begin_read() if self.activity is not None else 0
+        stats = self.queue.stats()
+        if self.activity is not None:
+            self.activity.observe({s.tier: s.pending + s.inflight for s in stats}, read_from)
+        for s in stats:
             self.metrics.pending.labels(tier=s.tier).set(s.pending)
             self.metrics.inflight.labels(tier=s.tier).set(s.inflight)
             self.metrics.delayed.labels(tier=s.tier).set(s.delayed)

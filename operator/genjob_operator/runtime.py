@@ -16,6 +16,7 @@ from genjob_operator.kube import EventPoster, KubeWriter, TenantResolver
 from genjob_operator.metrics import OperatorMetrics
 from genjob_operator.reaper import Reaper
 from genjob_operator.status_sync import StatusSync
+from genjob_operator.tier_activity import TierActivity
 from genjob_operator.ttl import TtlCleaner
 
 log = structlog.get_logger("genjob.operator")
@@ -42,8 +43,16 @@ class OperatorRuntime:
         self.kube = KubeWriter(api_client, metrics, identity)
         self.events = EventPoster(self.kube, log)
         self.tenants = TenantResolver(self.kube, op.tenant_label)
+        self.activity = TierActivity(settings.tiers)  # what KEDA's push trigger streams (push_scaler.py)
         self.admitter = Admitter(
-            self.cache, self.kube, self.queue, settings, self.tenants, self.events, metrics
+            self.cache,
+            self.kube,
+            self.queue,
+            settings,
+            self.tenants,
+            self.events,
+            metrics,
+            on_enqueued=self.activity.note_work,
         )
         self.status = StatusSync(
             self.redis,
@@ -57,7 +66,9 @@ class OperatorRuntime:
             on_lost=self.admitter.report_lost,
             queue=self.queue,
         )
-        self.reaper = Reaper(self.queue, self.cache, metrics, op.reaper_interval_seconds, namespaces)
+        self.reaper = Reaper(
+            self.queue, self.cache, metrics, op.reaper_interval_seconds, namespaces, activity=self.activity
+        )
         self.ttl = TtlCleaner(self.cache, self.kube, metrics, op.ttl_seconds_after_finished)
         self.stop_flag = threading.Event()
         self.threads: dict[str, threading.Thread] = {}
@@ -83,6 +94,7 @@ class OperatorRuntime:
 
     def stop(self) -> None:
         self.stop_flag.set()
+        self.activity.close()
         self.admitter.wake()
         for thread in self.threads.values():
             thread.join(timeout=5)
