@@ -9,13 +9,17 @@ Limits that depend on the job's tier are checked by `check_against_tier`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from genjob.errors import InvalidSpecError
 from genjob.tiers import TIER_NAME_PATTERN, TierConfig
+from genjob.timestamps import iso_ms
+
+if TYPE_CHECKING:
+    from genjob.queue import WorkerStart
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
@@ -188,6 +192,34 @@ class Condition(_Wire):
     last_transition_time: str | None = None
 
 
+class ColdStart(_Wire):
+    """Where a cold job's wait went: set when the job was its worker's first (RFC 3339 times).
+    The worker reports its own start (its host's clock); the operator adds what its pod and
+    node say (the API server's and kubelet's clocks), read once per cold job, written with the
+    Running status (no extra write)."""
+
+    pod: str | None = Field(None, description="namespace/name of the worker's pod.")
+    node: str | None = None
+    pod_created_at: str | None = None
+    pod_scheduled_at: str | None = None
+    node_created_at: str | None = None
+    node_ready_at: str | None = None
+    container_started_at: str | None = None
+    worker_started_at: str | None = Field(None, description="The worker process's start.")
+    worker_ready_at: str | None = Field(None, description="Models loaded; the worker turned ready.")
+    model_load_seconds: float | None = Field(None, ge=0)
+
+    @classmethod
+    def from_worker_start(cls, start: WorkerStart) -> ColdStart:
+        """The worker's part (the operator adds the pod's and node's)."""
+        return cls(
+            pod=start.pod or None,
+            worker_started_at=iso_ms(start.process_started_at_ms),
+            worker_ready_at=iso_ms(start.ready_at_ms),
+            model_load_seconds=round(start.model_load_seconds, 3),
+        )
+
+
 class GenerationJobStatus(_Wire):
     """What the operator reports; every field optional so partial patches validate."""
 
@@ -206,3 +238,5 @@ class GenerationJobStatus(_Wire):
     usage: Usage | None = None
     conditions: list[Condition] | None = None
     observed_generation: int | None = None
+    queue_seconds: float | None = Field(None, ge=0, description="Enqueue to the start of the latest attempt.")
+    cold_start: ColdStart | None = None

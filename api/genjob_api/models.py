@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PrivateAttr, create_model
 from pydantic.alias_generators import to_camel
 
-from genjob.jobspec import GenerationJobSpec
+from genjob.jobspec import ColdStart, GenerationJobSpec
 
 
 class Wire(BaseModel):
@@ -95,6 +95,10 @@ class Generation(Wire):
     reason: str | None = None
     message: str | None = None
     seed: int | None = None
+    queue_seconds: float | None = Field(None, description="Enqueue to the start of the latest attempt.")
+    cold_start: ColdStart | None = Field(
+        None, description="Set when the job was its worker's first: where its wait went (cold start)."
+    )
     images: list[ImageOut] = Field(default_factory=list)
     spec: dict[str, Any] = Field(default_factory=dict, description="The GenerationJob spec (camelCase).")
     _uris: list[str] = PrivateAttr(default_factory=list)  # result store URIs, never sent

@@ -15,6 +15,7 @@ from genjob.queue.records import (
     ReapResult,
     TierStats,
     Touch,
+    WorkerStart,
 )
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "ReapResult",
     "TierStats",
     "Touch",
+    "WorkerStart",
     "read_history",
 ]

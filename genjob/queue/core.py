@@ -31,6 +31,7 @@ from genjob.queue.records import (
     ReapResult,
     TierStats,
     Touch,
+    WorkerStart,
     check_job_id,
 )
 from genjob.queue.scripts import QueueScripts
@@ -136,30 +137,43 @@ class JobQueue:
     # -- workers --------------------------------------------------------------------------
 
     def claim(
-        self, tiers: Sequence[str], worker: str, *, max_jobs: int = 1, block_seconds: float = 0.0
+        self,
+        tiers: Sequence[str],
+        worker: str,
+        *,
+        max_jobs: int = 1,
+        block_seconds: float = 0.0,
+        cold: WorkerStart | None = None,
     ) -> list[ClaimedJob]:
         """Claim up to `max_jobs` jobs from `tiers`, in order. Jobs after the first share its
         batch key (same model and shape). With `block_seconds`, an idle caller waits on the
-        tiers' wake lists (no polling) and tries once more when woken or timed out."""
+        tiers' wake lists (no polling) and tries once more when woken or timed out.
+        `cold`: the worker has not run a job yet; its start-up goes on the jobs' records and
+        `running` events (the cold-start phases)."""
         if not tiers:
             raise ValueError("claim needs at least one tier")
         for tier in tiers:
             self._check_tier(tier)
         if max_jobs < 1:
             raise ValueError(f"max_jobs {max_jobs} must be at least 1")
-        jobs = self._claim_once(tiers, worker, max_jobs)
+        cold_json = cold.to_json() if cold is not None else ""
+        jobs = self._claim_once(tiers, worker, max_jobs, cold_json)
         if jobs or block_seconds <= 0:
             return jobs
         self.client.blpop([self.keys.wake(t) for t in tiers], timeout=block_seconds)
-        return self._claim_once(tiers, worker, max_jobs)
+        return self._claim_once(tiers, worker, max_jobs, cold_json)
 
-    def _claim_once(self, tiers: Sequence[str], worker: str, max_jobs: int) -> list[ClaimedJob]:
+    def _claim_once(
+        self, tiers: Sequence[str], worker: str, max_jobs: int, cold_json: str
+    ) -> list[ClaimedJob]:
         k = self.keys
         keys = [k.events, k.workers]
         for t in tiers:
             keys += [k.pending(t), k.inflight(t), k.queued_at(t), k.delayed(t), k.wake(t), k.tier_workers(t)]
         lease_ms = int(self.settings.lease_seconds * 1000)
-        flat = self.scripts.claim(keys=keys, args=[k.job_prefix, worker, lease_ms, max_jobs, self._maxlen])
+        flat = self.scripts.claim(
+            keys=keys, args=[k.job_prefix, worker, lease_ms, max_jobs, self._maxlen, cold_json]
+        )
         n, served = ClaimedJob.FIELDS, tuple(tiers)
         return [ClaimedJob.from_flat(flat[i : i + n], served) for i in range(0, len(flat), n)]
 

@@ -51,6 +51,45 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class WorkerStart:
+    """How a worker started, sent with its first claim: the jobs of that claim ran cold.
+    Wall-clock times of the worker's host, in ms. `pod` is "namespace/name" inside Kubernetes
+    (the operator reads that pod's and its node's timestamps for the cold-start phases)."""
+
+    process_started_at_ms: int
+    ready_at_ms: int  # default model loaded: /readyz turned ready
+    model_load_seconds: float
+    pod: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "processStartedAtMs": self.process_started_at_ms,
+                "readyAtMs": self.ready_at_ms,
+                "modelLoadSeconds": round(self.model_load_seconds, 3),
+                "pod": self.pod,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> WorkerStart | None:
+        """None for an empty or malformed value (a worker of another version)."""
+        try:
+            d = json.loads(raw) if raw else None
+            if not isinstance(d, dict):
+                return None
+            return cls(
+                int(d["processStartedAtMs"]),
+                int(d["readyAtMs"]),
+                float(d["modelLoadSeconds"]),
+                str(d.get("pod", "")),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
 class ClaimedJob:
     """A job a worker holds. `lease` is the token every later call must present.
     `served_tiers` are the tiers it was claimed from: heartbeats keep the worker counted in each.
@@ -121,6 +160,14 @@ class JobRecord:
     checkpoint_step: int | None = None
     resumed_from_step: int | None = None  # the step the latest attempt resumed from (0: started over)
     steps_saved: int = 0  # denoising steps not run again thanks to checkpoints, over all attempts
+    cold_start: WorkerStart | None = None  # set when the attempt that ran was its worker's first claim
+
+    @property
+    def queue_seconds(self) -> float | None:
+        """Enqueue to the claim of the latest attempt."""
+        if self.started_at_ms is None:
+            return None
+        return max(0.0, (self.started_at_ms - self.enqueued_at_ms) / 1000)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:
@@ -151,6 +198,7 @@ class JobRecord:
             checkpoint_step=opt_int("checkpoint_step"),
             resumed_from_step=opt_int("resumed_from_step"),
             steps_saved=int(h.get("steps_saved", 0) or 0),
+            cold_start=WorkerStart.from_json(h.get("cold_start", "")),
         )
 
 

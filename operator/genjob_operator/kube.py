@@ -2,8 +2,8 @@
 
 The API server is the scarce resource, so each write goes through `KubeWriter` and is
 counted by kind in `genjob_operator_api_writes_total` (see docs/operator.md for the
-budget per job). Reads are the initial LIST of GenerationJobs and namespace lookups
-(cached by `TenantResolver`).
+budget per job). Reads are the initial LIST of GenerationJobs, namespace lookups
+(cached by `TenantResolver`) and, once per cold job, its worker's pod and node (cold_start.py).
 """
 
 from __future__ import annotations
@@ -110,6 +110,14 @@ class KubeWriter:
         for ns in names:
             items += self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
         return [JobView.from_body(i) for i in items]
+
+    def pod_and_node(self, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """A worker pod and the node it runs on, as plain dicts (two GETs; for cold jobs only)."""
+        client = self.core.api_client
+        pod = client.sanitize_for_serialization(self.core.read_namespaced_pod(name, namespace))
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = client.sanitize_for_serialization(self.core.read_node(node_name)) if node_name else None
+        return pod, node
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         try:

@@ -1,7 +1,8 @@
 """Queue events and records -> GenerationJob status merge patches (pure functions).
 
 Mapping (`event_to_status_patch`):
-queued -> Queued (queuedAt, model); running -> Running (worker, startedAt, attempts);
+queued -> Queued (queuedAt, model); running -> Running (worker, startedAt, attempts,
+queueSeconds, and coldStart for a worker's first job: see cold_start.py);
 requeued/retrying -> Queued with reason (WorkerLost, Preempted, ...) and message;
 succeeded -> Succeeded (result, usage.gpuSeconds, finishedAt); failed -> Failed (reason,
 message, attempts); cancelled -> Cancelled; progress -> progress/progressText;
@@ -19,8 +20,8 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from genjob.jobspec import JobResult
-from genjob.queue import EventType, JobEvent, JobRecord, JobState
+from genjob.jobspec import ColdStart, JobResult
+from genjob.queue import EventType, JobEvent, JobRecord, JobState, WorkerStart
 from genjob_operator.kube import now_rfc3339
 
 log = structlog.get_logger("genjob.operator.status")
@@ -55,6 +56,11 @@ def progress_fields(step: int, total: int) -> dict[str, Any]:
     return {"progress": {"step": step, "total": total}, "progressText": f"{step}/{total}"}
 
 
+def worker_start_fields(start: WorkerStart | None) -> dict[str, Any] | None:
+    """The worker's part of status.coldStart (None: a warm job, which clears an earlier one)."""
+    return ColdStart.from_worker_start(start).to_wire() if start is not None else None
+
+
 def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
     """The status merge patch one queue event asks for (None: nothing to write)."""
     f, t = event.fields, event.type
@@ -78,7 +84,11 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
             "startedAt": _ts(event),
             "reason": None,
             "message": None,
+            "coldStart": worker_start_fields(WorkerStart.from_json(f.get("cold", ""))),
         }
+        wait_ms = event.int_field("wait_ms")
+        if wait_ms is not None:
+            patch["queueSeconds"] = round(max(0, wait_ms) / 1000, 3)
         if attempt is not None:
             patch["attempts"] = attempt
         return patch
@@ -170,6 +180,9 @@ def record_to_status_patch(record: JobRecord) -> dict[str, Any] | None:
         patch["startedAt"] = now_rfc3339(record.started_at_ms / 1000)
     if record.worker:
         patch["worker"] = record.worker
+    if record.queue_seconds is not None:
+        patch["queueSeconds"] = round(record.queue_seconds, 3)
+    patch["coldStart"] = worker_start_fields(record.cold_start)
     if phase == "Succeeded":
         patch["result"] = _result(record.result)
         if record.progress_total:

@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from genjob.keys import RedisKeys
 from genjob.queue import EventReader, EventType, JobEvent, JobQueue
 from genjob_operator.cache import JobCache, JobView
+from genjob_operator.cold_start import PodAndNode, add_pod_and_node
 from genjob_operator.kube import EventPoster, KubeWriter, ObjectGone
 from genjob_operator.metrics import OperatorMetrics
 from genjob_operator.status_patches import (
@@ -91,6 +92,7 @@ class StatusSync:
         queue: JobQueue | None = None,
         resync_seconds: float = 60.0,
         resync_grace_seconds: float = 60.0,
+        read_pod_and_node: PodAndNode | None = None,
     ) -> None:
         self.client, self.keys, self.cache, self.kube = client, keys, cache, kube
         self.events, self.metrics = events, metrics
@@ -105,6 +107,7 @@ class StatusSync:
         self.queue = queue
         self.resync_seconds = resync_seconds
         self.resync_grace_ms = int(resync_grace_seconds * 1000)
+        self.read_pod_and_node = read_pod_and_node  # cold jobs: their worker's pod and node
 
     def _reader(self) -> EventReader:
         if self.reader is None:
@@ -172,6 +175,8 @@ class StatusSync:
         return sum(results)
 
     def _write(self, view: JobView, update: JobUpdate, now: float) -> int:
+        if update.patch.get("coldStart") and self.read_pod_and_node is not None:
+            add_pod_and_node(update.patch, self.read_pod_and_node)
         try:
             updated = self.kube.patch_status(view, update.patch)
         except ObjectGone:

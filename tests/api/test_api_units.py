@@ -14,8 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from genjob.timestamps import iso_ms
 from genjob_api.auth import ApiKeyStore, KeysFileError, hash_key, new_key, parse_keys
-from genjob_api.backends import WaitEstimator, iso_ms
+from genjob_api.backends import WaitEstimator
 from genjob_api.client import parse_sse
 from genjob_api.errors import validation_message
 from genjob_api.idempotency import fingerprint

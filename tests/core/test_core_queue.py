@@ -447,3 +447,31 @@ def test_retry_of_a_job_with_a_cancel_request_cancels_it(
     outcome = job_queue.fail(claimed, "GenerationError", "boom", retryable=True)
     assert outcome.applied and outcome.state == JobState.CANCELLED
     _assert_cancelled_for_good(job_queue, redis_client)
+
+
+# -- cold starts: a worker's first claim carries its start-up ------------------------------
+
+
+def test_first_claim_records_the_workers_start_and_a_later_claim_does_not(
+    redis_client: redis.Redis, job_queue: JobQueue
+) -> None:
+    """The cold claim's start-up lands on the record and the running event; a warm claim of
+    the same job (after a requeue) clears it; every running event carries the queue wait."""
+    from genjob.queue import WorkerStart
+
+    start = WorkerStart(1_000, 6_000, 4.25, pod="genjob/worker-pro-abc")
+    job_queue.enqueue(job("a"))
+    (claimed,) = job_queue.claim(["free"], "w1", cold=start)
+    record = job_queue.get("a")
+    assert record is not None and record.cold_start == start
+    assert record.queue_seconds is not None and record.queue_seconds >= 0
+    running = [e for e in read_history(redis_client, RedisKeys("t")) if e.type == "running"]
+    assert WorkerStart.from_json(running[0].fields["cold"]) == start
+    assert int(running[0].fields["wait_ms"]) >= 0
+
+    job_queue.requeue(claimed, "Preempted", "drain")
+    job_queue.claim(["free"], "w2")
+    record = job_queue.get("a")
+    assert record is not None and record.cold_start is None
+    running = [e for e in read_history(redis_client, RedisKeys("t")) if e.type == "running"]
+    assert "cold" not in running[1].fields and "wait_ms" in running[1].fields

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from genjob.queue import EventType, JobEvent, JobRecord
+from genjob.jobspec import GenerationJobStatus
+from genjob.queue import EventType, JobEvent, JobRecord, WorkerStart
 from genjob_operator.status_patches import event_to_status_patch, fold_events, record_to_status_patch
 
 RESULT = {
@@ -29,7 +30,21 @@ def test_running_patch_names_worker_attempt_and_start_time():
         "attempts": 2,
         "reason": None,
         "message": None,
+        "coldStart": None,  # a warm start clears an earlier attempt's
     }
+
+
+def test_running_patch_of_a_cold_job_carries_the_workers_start_and_the_queue_wait():
+    cold = WorkerStart(1_700_000_000_250, 1_700_000_004_500, 4.125, pod="genjob/w-1").to_json()
+    patch = event_to_status_patch(ev("running", worker="w1", attempt="1", wait_ms="5250", cold=cold))
+    assert patch is not None and patch["queueSeconds"] == 5.25
+    assert patch["coldStart"] == {
+        "workerStartedAt": "2023-11-14T22:13:20.250Z",
+        "workerReadyAt": "2023-11-14T22:13:24.500Z",
+        "modelLoadSeconds": 4.125,
+        "pod": "genjob/w-1",
+    }
+    GenerationJobStatus.model_validate(patch)  # the CRD's status schema accepts it
 
 
 def test_succeeded_patch_carries_result_and_usage():

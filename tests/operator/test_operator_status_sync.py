@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from genjob.connect import job_queue, redis_client, redis_keys
-from genjob.queue import EventReader, NewJob
+from genjob.queue import EventReader, NewJob, WorkerStart
 from genjob_operator.cache import FINALIZER, JobView
 from genjob_operator.status_sync import CONSUMER, ProgressSampler, StatusSync
 
@@ -111,3 +111,75 @@ def test_resync_restores_a_final_status_whose_event_was_lost(settings, redis_cli
     assert status["usage"] == {"gpuSeconds": 0.5} and status["attempts"] == 1
     assert sync.resync(now_ms=finished_ms + 180_000) == 0  # final now: nothing more to write
     assert kube.events == [("lost", "Succeeded")]
+
+
+def test_a_cold_job_gets_its_pod_and_node_phases_in_the_running_write(
+    settings, redis_client, kube, cache, metrics
+):
+    """The worker's first job: the operator reads the worker's pod and node (no write) and puts
+    their times in the Running patch it writes anyway: still one write per transition."""
+    client, queue, sync = _setup(settings, kube, cache, metrics)
+    reads: list[tuple[str, str]] = []
+
+    def pod_and_node(namespace: str, name: str):
+        reads.append((namespace, name))
+        pod = {
+            "metadata": {"creationTimestamp": "2026-12-03T10:00:00Z"},
+            "spec": {"nodeName": "gpu-1"},
+            "status": {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-12-03T10:00:20Z"}
+                ],
+                "containerStatuses": [{"state": {"running": {"startedAt": "2026-12-03T10:00:31Z"}}}],
+            },
+        }
+        node = {
+            "metadata": {"creationTimestamp": "2026-12-03T10:00:05Z"},
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-03T10:00:19Z"}
+                ]
+            },
+        }
+        return pod, node
+
+    sync.read_pod_and_node = pod_and_node
+    reader = EventReader(client, redis_keys(settings), CONSUMER)
+    v = _enqueue(queue, kube, cache, "cold")
+    sync.process(reader.read(block_ms=None))
+    start = WorkerStart(1_796_292_032_000, 1_796_292_040_000, 8.0, pod="genjob/worker-free-abc")
+    (job,) = queue.claim(["free"], "w1", cold=start)
+    assert sync.process(reader.read(block_ms=None)) == 1
+    cold = kube.objects[v.uid].status["coldStart"]
+    assert reads == [("genjob", "worker-free-abc")]
+    assert cold["podCreatedAt"] == "2026-12-03T10:00:00Z" and cold["podScheduledAt"] == "2026-12-03T10:00:20Z"
+    assert cold["node"] == "gpu-1" and cold["nodeCreatedAt"] == "2026-12-03T10:00:05Z"
+    assert (
+        cold["nodeReadyAt"] == "2026-12-03T10:00:19Z" and cold["containerStartedAt"] == "2026-12-03T10:00:31Z"
+    )
+    assert cold["modelLoadSeconds"] == 8.0 and cold["workerReadyAt"].endswith(".000Z")
+    queue.complete(job, RESULT)
+    sync.process(reader.read(block_ms=None))
+    status = kube.objects[v.uid].status
+    assert status["phase"] == "Succeeded" and status["coldStart"] == cold and status["queueSeconds"] >= 0
+    assert len(kube.writes_of("status")) == 3 and len(reads) == 1
+
+
+def test_a_warm_job_reads_nothing_and_a_failed_read_keeps_the_workers_fields(
+    settings, redis_client, kube, cache, metrics
+):
+    client, queue, sync = _setup(settings, kube, cache, metrics)
+
+    def unavailable(namespace: str, name: str):
+        raise RuntimeError("pods is forbidden")
+
+    sync.read_pod_and_node = unavailable
+    reader = EventReader(client, redis_keys(settings), CONSUMER)
+    warm = _enqueue(queue, kube, cache, "warm")
+    queue.claim(["free"], "w1")
+    cold = _enqueue(queue, kube, cache, "cold")
+    queue.claim(["free"], "w2", cold=WorkerStart(1, 2, 0.5, pod="genjob/w2"))
+    assert sync.process(reader.read(block_ms=None)) == 2
+    assert "coldStart" not in kube.objects[warm.uid].status
+    assert kube.objects[cold.uid].status["coldStart"]["pod"] == "genjob/w2"
+    assert "node" not in kube.objects[cold.uid].status["coldStart"]

@@ -46,7 +46,8 @@ def test_metrics_exposition() -> None:
     """Ensures /metrics serves the worker's metrics in the Prometheus text format (no GPU gauges on CPU)."""
     metrics = WorkerMetrics()
     metrics.jobs.labels("pro", "tiny", "succeeded", "").inc()
-    metrics.queue_wait_seconds.labels("pro").observe(0.5)
+    metrics.job_wait_seconds.labels("pro", "true").observe(0.5)
+    metrics.model_load_seconds.labels("tiny").observe(2.0)
     server = HealthServer(0, WorkerHealth(DrainController(1), CircuitBreaker(1)), metrics, host="127.0.0.1")
     server.start()
     try:
@@ -55,6 +56,7 @@ def test_metrics_exposition() -> None:
         server.stop()
     assert status == 200
     assert 'genjob_worker_jobs_total{model="tiny",outcome="succeeded",reason="",tier="pro"} 1.0' in text
-    assert "genjob_worker_queue_wait_seconds_bucket" in text
+    assert 'genjob_job_wait_seconds_bucket{cold="true",le="0.5",tier="pro"} 1.0' in text
+    assert 'genjob_worker_model_load_seconds_count{model="tiny"} 1.0' in text
     assert "genjob_worker_generation_seconds" in text and "genjob_worker_jobs_in_progress" in text
     assert "genjob_worker_consecutive_failures" in text and "gpu_memory" not in text

@@ -76,13 +76,19 @@ def test_worker_process_serves_probes_and_finishes_a_job_that_fits_on_sigterm(
     record = wait_for_job(queue, "p1")
     assert record.state == JobState.SUCCEEDED and record.worker and record.result
     status, text = worker.get("/metrics")
-    assert status == 200 and 'outcome="succeeded"' in text and "genjob_worker_queue_wait_seconds" in text
+    assert status == 200 and 'outcome="succeeded"' in text
+    # The first job of a fresh worker ran cold: its start-up is on the record and in the metrics.
+    assert record.cold_start is not None and record.cold_start.model_load_seconds > 0
+    assert record.cold_start.process_started_at_ms <= record.cold_start.ready_at_ms <= record.started_at_ms
+    assert 'genjob_job_wait_seconds_count{cold="true",tier="free"} 1.0' in text
+    assert 'genjob_worker_model_load_seconds_count{model="tiny"} 1.0' in text
     enqueue_job(queue, "fits", steps=150)
     wait_for_job(queue, "fits", {JobState.RUNNING}, min_progress=1)
     worker.signal(signal.SIGTERM)
     assert worker.wait(120) == 0
     record = wait_for_job(queue, "fits", timeout=5)
     assert record.state == JobState.SUCCEEDED and record.attempts == 0
+    assert record.cold_start is None  # the worker's second job ran warm
 
 
 def test_worker_is_never_ready_when_the_default_model_does_not_load(

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from genjob.errors import InvalidSpecError
 from genjob.jobspec import GenerationJobSpec, Reason
-from genjob.queue import ClaimedJob, JobQueue
+from genjob.queue import ClaimedJob, JobQueue, WorkerStart
 from genjob.settings import WorkerSettings
 from genjob_worker.drain import DrainController
 from genjob_worker.generate import GenerationOutput, StopGeneration, batch_key, choose_seed
@@ -68,6 +68,7 @@ class WorkerLoop:
         pod_marker: PodMarker | None = None,
         release_memory: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        start: WorkerStart | None = None,
     ) -> None:
         self.queue = queue
         self.generator = generator
@@ -83,6 +84,7 @@ class WorkerLoop:
         self.pod_marker = pod_marker or NoPodMarker()
         self.release_memory = release_memory
         self.clock = clock
+        self.start = start  # sent with every claim until one returns jobs: those ran cold
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -124,10 +126,16 @@ class WorkerLoop:
             self.worker,
             max_jobs=self.settings.batch_size,
             block_seconds=self.settings.idle_block_seconds,
+            cold=self.start,
         )
         if not jobs:
             self.pod_marker.set_busy(False)
             return 0
+        cold = "true" if self.start is not None else "false"
+        self.start = None
+        for job in jobs:
+            wait = max(0.0, time.time() - job.enqueued_at_ms / 1000)
+            self.metrics.job_wait_seconds.labels(job.tier, cold).observe(wait)
         self.pod_marker.set_busy(True)
         self.metrics.in_progress.set(len(jobs))
         try:
@@ -152,9 +160,6 @@ class WorkerLoop:
 
     def _hold(self, job: ClaimedJob) -> HeldJob:
         """Parse and check one claimed job; jobs that cannot run are failed here."""
-        self.metrics.queue_wait_seconds.labels(job.tier).observe(
-            max(0.0, time.time() - job.enqueued_at_ms / 1000)
-        )
         now = self.clock()
         try:
             spec = GenerationJobSpec.model_validate(job.spec)

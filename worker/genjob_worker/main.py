@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
 
 from genjob.connect import job_queue, redis_client
 from genjob.logs import configure_logging
-from genjob.queue import JobQueue
+from genjob.queue import JobQueue, WorkerStart
 from genjob.settings import GenjobSettings
 from genjob.tiers import consumption_order
 from genjob_worker.drain import DrainController
@@ -52,6 +53,7 @@ def build_loop(
     metrics: WorkerMetrics,
     pod_marker: PodMarker | None = None,
     release_memory: Callable[[], None] | None = None,
+    start: WorkerStart | None = None,
 ) -> WorkerLoop:
     """The loop of a worker with these settings (also used by tests to run one in-process)."""
     ws = settings.worker
@@ -69,7 +71,27 @@ def build_loop(
         metrics=metrics,
         pod_marker=pod_marker,
         release_memory=release_memory or (lambda: None),
+        start=start,
     )
+
+
+def process_started_at_ms() -> int:
+    """When this process started (wall clock, ms): /proc on Linux, else now."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return int((boot + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return int(time.time() * 1000)
+
+
+def pod_reference(environ: Mapping[str, str]) -> str:
+    """namespace/name of this worker's pod (downward API), or "" outside Kubernetes."""
+    name, namespace = environ.get("POD_NAME", ""), environ.get("POD_NAMESPACE", "")
+    return f"{namespace}/{name}" if name and namespace else ""
 
 
 def run_worker(
@@ -81,6 +103,7 @@ def run_worker(
     from genjob_worker.models import ModelNotFoundError, ModelRegistry
     from genjob_worker.runtime import DiffusersGenerator
 
+    started_at_ms = process_started_at_ms()
     ws = settings.worker
     name = worker_name(settings, environ)
     structlog.contextvars.bind_contextvars(worker=name)
@@ -92,7 +115,9 @@ def run_worker(
     breaker = CircuitBreaker(ws.max_consecutive_failures)
     health = WorkerHealth(drain, breaker)
     server = HealthServer(ws.http_port, health, metrics).start() if ws.http_port else None
+    registry.on_load = lambda model, seconds: metrics.model_load_seconds.labels(model).observe(seconds)
     try:
+        load_began = time.monotonic()
         for model in dict.fromkeys([settings.default_model, *ws.preload_models]):
             if drain.draining:
                 return EXIT_OK
@@ -105,7 +130,19 @@ def run_worker(
                 log.exception("cannot load a model at start", model=model)
                 return EXIT_MODEL_LOAD_FAILED
         health.model_loaded.set()
-        log.info("worker ready", device=registry.device, models=registry.loaded())
+        start = WorkerStart(
+            process_started_at_ms=started_at_ms,
+            ready_at_ms=int(time.time() * 1000),
+            model_load_seconds=time.monotonic() - load_began,
+            pod=pod_reference(environ),
+        )
+        log.info(
+            "worker ready",
+            device=registry.device,
+            models=registry.loaded(),
+            model_load_seconds=round(start.model_load_seconds, 3),
+            since_process_start_seconds=round((start.ready_at_ms - started_at_ms) / 1000, 3),
+        )
         queue = job_queue(settings, redis_client(settings))
         store = build_result_store(settings.results)
         loop = build_loop(
@@ -119,6 +156,7 @@ def run_worker(
             metrics=metrics,
             pod_marker=pod_marker_from_environment(ws.annotate_pod, environ),
             release_memory=free_memory if on_cuda else None,
+            start=start,
         )
         loop.run(once=once)
         return EXIT_OK

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
+MODEL_LOAD_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
 class WorkerMetrics:
@@ -32,11 +33,19 @@ class WorkerMetrics:
             buckets=GENERATION_BUCKETS,
             registry=r,
         )
-        self.queue_wait_seconds = Histogram(
-            "genjob_worker_queue_wait_seconds",
-            "Time from enqueue to claim.",
-            ["tier"],
+        self.job_wait_seconds = Histogram(
+            "genjob_job_wait_seconds",
+            'Time from enqueue to claim; cold="true" for the jobs of a worker\'s first claim (they '
+            "waited for the pool to start).",
+            ["tier", "cold"],
             buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.model_load_seconds = Histogram(
+            "genjob_worker_model_load_seconds",
+            "Time to load a model's pipeline (at start for the default model, later on first use).",
+            ["model"],
+            buckets=MODEL_LOAD_BUCKETS,
             registry=r,
         )
         self.in_progress = Gauge("genjob_worker_jobs_in_progress", "Jobs held right now.", registry=r)

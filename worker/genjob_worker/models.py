@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,8 @@ class ModelRegistry:
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._img2img: dict[str, Any] = {}
         self._lock = threading.RLock()
+        # Called with (model name, seconds) after each load: the worker's model-load histogram.
+        self.on_load: Callable[[str, float], None] | None = None
 
     @classmethod
     def from_settings(
@@ -126,7 +129,10 @@ class ModelRegistry:
             self.config(name)  # unknown names fail before anything is evicted
             while len(self._loaded) >= self.max_loaded:  # make room first: two big models may not fit
                 self.evict(next(iter(self._loaded)))
+            began = time.monotonic()
             pipe = self._load(name)
+            if self.on_load is not None:
+                self.on_load(name, time.monotonic() - began)
             self._loaded[name] = pipe
             return pipe
 

@@ -8,7 +8,6 @@ see `JobBackend`, so both modes give the same API behaviour.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Protocol
 
 from genjob.jobspec import GenerationJobSpec
@@ -82,14 +81,6 @@ class WaitEstimator:
 
     def estimate(self, jobs_ahead: int, workers: int) -> float:
         return round(max(0, jobs_ahead + 1) * self.mean_seconds / max(1, workers), 1)
-
-
-def iso_ms(ms: int | None) -> str | None:
-    """Epoch milliseconds as RFC 3339 UTC with milliseconds (`2026-11-23T05:57:17.042Z`)."""
-    if not ms:
-        return None
-    seconds, millis = divmod(int(ms), 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def image_views(job_id: str, result: dict[str, Any] | None) -> tuple[list[ImageOut], list[str]]:

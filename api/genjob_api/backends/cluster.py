@@ -15,8 +15,9 @@ from typing import Any
 
 import structlog
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
-from genjob.jobspec import GenerationJobSpec, Phase
+from genjob.jobspec import ColdStart, GenerationJobSpec, Phase
 from genjob.queue import JobEvent, JobQueue
 from genjob.settings import GenjobSettings
 from genjob_api.auth import Caller
@@ -174,6 +175,8 @@ class ClusterBackend:
             reason=status.get("reason"),
             message=status.get("message"),
             seed=(result or {}).get("seed", spec.get("seed")),
+            queue_seconds=status.get("queueSeconds"),
+            cold_start=_cold_start(status.get("coldStart")),
             images=images,
             spec=spec,
         )
@@ -266,4 +269,12 @@ class ClusterBackend:
         except Exception as exc:  # the text goes to the log: /readyz is unauthenticated
             log.warning("kubernetes API unreachable", error=str(exc))
             return f"kubernetes API unreachable ({type(exc).__name__})"
+        return None
+
+
+def _cold_start(raw: Any) -> ColdStart | None:
+    """status.coldStart as the API shows it (None when absent or not what this version knows)."""
+    try:
+        return ColdStart.model_validate(raw) if raw else None
+    except ValidationError:
         return None

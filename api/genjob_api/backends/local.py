@@ -15,10 +15,11 @@ import structlog
 from fastapi.concurrency import run_in_threadpool
 
 from genjob.admission import new_job
-from genjob.jobspec import GenerationJobSpec
+from genjob.jobspec import ColdStart, GenerationJobSpec
 from genjob.queue import CancelOutcome, JobEvent, JobQueue, JobRecord, JobState
+from genjob.timestamps import iso_ms
 from genjob_api.auth import Caller
-from genjob_api.backends import WaitEstimator, image_views, iso_ms
+from genjob_api.backends import WaitEstimator, image_views
 from genjob_api.backends.local_submit import SubmitScript
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
@@ -124,6 +125,8 @@ class LocalBackend:
             reason=record.reason,
             message=record.message,
             seed=seed,
+            queue_seconds=record.queue_seconds,
+            cold_start=ColdStart.from_worker_start(record.cold_start) if record.cold_start else None,
             images=images,
             spec=record.spec,
         )
