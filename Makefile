@@ -43,6 +43,10 @@ lint: venv ## ruff and mypy
 crd: venv ## regenerate the CRD YAML from genjob/jobspec.py
 	$(PY) -m genjob.crd
 
+.PHONY: externalscaler-stubs
+externalscaler-stubs: venv ## regenerate the gRPC stubs of KEDA's externalscaler.proto (operator push trigger)
+	$(PY) hack/externalscaler_stubs.py
+
 .PHONY: test
 test: venv redis-server test-deps lint ## set up everything (venv, redis-server, cluster binaries), lint, run every test
 	$(PY) -m pytest

@@ -72,6 +72,10 @@ def test_probes_hit_the_ports_the_processes_listen_on(rendered, variant) -> None
             assert (args.host, args.port) == ("0.0.0.0", http), name
         elif args.command == "operator":
             assert config["operator"]["http_port"] == http, name
+            push = config["operator"].get("push_port")  # KEDA's push trigger (off without KEDA)
+            assert (push is not None) == any(p["name"] == "grpc-push" for p in container["ports"]), name
+            if push is not None:
+                assert push == port_of(container, "grpc-push"), name
         else:
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert int(env["GENJOB_WORKER__HTTP_PORT"]) == http, name
@@ -80,7 +84,8 @@ def test_probes_hit_the_ports_the_processes_listen_on(rendered, variant) -> None
                 assert container[probe]["httpGet"]["port"] == "http", (name, probe)
                 assert container[probe]["httpGet"]["path"] in ("/healthz", "/readyz"), (name, probe)
     for svc in (d for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-redis")):
-        assert all(p["targetPort"] == "http" for p in svc["spec"]["ports"]), svc["metadata"]["name"]
+        port = "grpc-push" if svc["metadata"]["name"].endswith("-operator-push") else "http"
+        assert all(p["targetPort"] == port for p in svc["spec"]["ports"]), svc["metadata"]["name"]
 
 
 def test_helm_test_hook_checks_the_gateway_readiness_route(rendered) -> None:

@@ -204,7 +204,8 @@ def test_external_redis_url_and_password_reach_the_pods(rendered) -> None:
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
         ref = env["GENJOB_REDIS__PASSWORD"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "genjob-redis-external", "key": "password"}
-    assert not [d for d in docs if d["kind"] in ("StatefulSet", "Secret")]
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    assert not [d for d in docs if d["kind"] == "Secret" and "redis" in d["metadata"]["name"]]
 
 
 # ---------------------------------------------------------------- KEDA
@@ -221,7 +222,7 @@ def test_scaledobjects_scale_on_pending_plus_inflight_keys(rendered, variant) ->
     auths = {d["metadata"]["name"]: d for d in docs if d["kind"] == "TriggerAuthentication"}
     for tier, so in scaled.items():
         spec = so["spec"]
-        triggers = {t["name"]: t for t in spec["triggers"]}
+        triggers = {t["name"]: t for t in spec["triggers"] if t["type"] == "redis"}
         assert set(triggers) == {"pending", "priority", "inflight"}
         assert triggers["pending"]["metadata"]["listName"] == keys.pending(tier)
         assert triggers["priority"]["metadata"]["listName"] == keys.pending_by_priority(tier)
@@ -242,9 +243,66 @@ def test_scaledobjects_scale_on_pending_plus_inflight_keys(rendered, variant) ->
             assert {"name": secret_ref["name"], "key": secret_ref["key"]} == pod_ref
 
 
+@pytest.mark.parametrize("variant", ["default", "all-tiers", "external-redis", "minimal"])
+def test_push_trigger_reaches_the_operators_grpc_port_with_kedas_client_certificate(
+    rendered, variant
+) -> None:
+    """Each ScaledObject's external-push trigger names its tier and dials the operator's headless
+    push Service on the port the operator binds (config operator.push_port), authenticated by the
+    client certificate whose CA the operator trusts; only KEDA's namespace may reach that port."""
+    docs = rendered[variant]
+    config = config_of(docs)["operator"]
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-operator-push")
+    )
+    assert (
+        service["spec"]["clusterIP"] == "None"
+    )  # KEDA balances over the pods: a standby's ended stream retries elsewhere
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == config["push_port"] and config["push_tls_dir"] == "/etc/genjob/push-tls"
+    host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    auths = {d["metadata"]["name"]: d for d in docs if d["kind"] == "TriggerAuthentication"}
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    for so in by_kind_all(docs, "ScaledObject"):
+        (push,) = [t for t in so["spec"]["triggers"] if t["type"] == "external-push"]
+        assert push["metadata"] == {"scalerAddress": f"{host}:{port['port']}", "tier": tier_of(so)}
+        refs = {
+            r["parameter"]: r for r in auths[push["authenticationRef"]["name"]]["spec"]["secretTargetRef"]
+        }
+        assert {p: r["key"] for p, r in refs.items()} == {
+            "caCert": "ca.crt",
+            "tlsClientCert": "tls.crt",
+            "tlsClientKey": "tls.key",
+        }
+        assert set(secrets[refs["caCert"]["name"]]["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    volume = next(v for v in operator["spec"]["template"]["spec"]["volumes"] if v["name"] == "push-tls")
+    assert {i["key"] for i in volume["secret"]["items"]} == {"ca.crt", "tls.crt", "tls.key"}
+    server = secrets[volume["secret"]["secretName"]]
+    assert server["data"]["ca.crt"] == secrets[refs["caCert"]["name"]]["data"]["ca.crt"]  # one CA
+    if not any(d["kind"] == "NetworkPolicy" for d in docs):
+        return  # networkPolicy.enabled=false in this variant
+    policy = next(
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-operator-push")
+    )
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": port["port"], "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}]
+
+
+def test_push_trigger_can_be_turned_off(chartlib) -> None:
+    docs = chartlib.objects(chartlib.render(sets=["operator.pushScaler.enabled=false"]))
+    for so in by_kind_all(docs, "ScaledObject"):
+        assert {t["type"] for t in so["spec"]["triggers"]} == {"redis"}
+    assert "push_port" not in config_of(docs)["operator"]
+    assert not [d for d in docs if "push" in d["metadata"]["name"]]
+
+
 def test_keda_trigger_address_follows_external_redis_url(rendered) -> None:
     for so in by_kind_all(rendered["external-redis"], "ScaledObject"):
-        for t in so["spec"]["triggers"]:
+        for t in (t for t in so["spec"]["triggers"] if t["type"] == "redis"):
             meta = t["metadata"]
             assert meta["address"] == "master.genjob-cache.abc123.use1.cache.amazonaws.com:6380"
             assert meta["databaseIndex"] == "2" and meta["enableTLS"] == "true"
@@ -253,7 +311,7 @@ def test_keda_trigger_address_follows_external_redis_url(rendered) -> None:
 
 def test_bundled_redis_address_is_reachable_from_the_keda_namespace(rendered) -> None:
     for so in by_kind_all(rendered["default"], "ScaledObject"):
-        for t in so["spec"]["triggers"]:
+        for t in (t for t in so["spec"]["triggers"] if t["type"] == "redis"):
             assert t["metadata"]["address"] == "genjob-redis.genjob.svc.cluster.local:6379"
 
 
@@ -570,6 +628,7 @@ def test_operator_replicas_are_safe(rendered) -> None:
             "verbs": ["get", "update"],
         },
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},  # a cold job's worker pod
     ]
     pdb = next(
         d for d in docs if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-operator")

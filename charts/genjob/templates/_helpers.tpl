@@ -163,6 +163,29 @@ seccompProfile:
 {{- printf "%s-worker-%s" (include "genjob.fullname" .ctx) .name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* ------------------------------------------------- KEDA push trigger */}}
+
+{{/* "true" when the operator serves KEDA's external-push API and the ScaledObjects use it. */}}
+{{- define "genjob.push.enabled" -}}
+{{- if and .Values.operator.enabled .Values.keda.enabled .Values.operator.pushScaler.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "genjob.push.serviceName" -}}
+{{- printf "%s-operator-push" (include "genjob.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "genjob.push.address" -}}
+{{- .Values.operator.pushScaler.scalerAddress | default (printf "%s.%s.svc:%d" (include "genjob.push.serviceName" .) .Release.Namespace (int .Values.operator.pushScaler.port)) }}
+{{- end }}
+
+{{- define "genjob.push.serverSecretName" -}}
+{{- .Values.operator.pushScaler.tls.existingSecret | default (printf "%s-push-server-tls" (include "genjob.fullname" .)) }}
+{{- end }}
+
+{{- define "genjob.push.clientSecretName" -}}
+{{- .Values.operator.pushScaler.tls.existingClientSecret | default (printf "%s-push-client-tls" (include "genjob.fullname" .)) }}
+{{- end }}
+
 {{/* ---------------------------------------------------------------- Config */}}
 
 {{/* The shared config.yaml (genjob/settings.py). Only the queue part of each tier goes in. */}}
@@ -181,6 +204,10 @@ seccompProfile:
 {{- with .Values.results.s3.endpointUrl }}{{ $_ := set $results "s3_endpoint_url" . }}{{ end }}
 {{- end }}
 {{- $operator := dict "namespaces" .Values.operator.namespaces "ttl_seconds_after_finished" .Values.operator.ttlSecondsAfterFinished "tenant_label" .Values.operator.tenantLabel "peering_name" (include "genjob.fullname" .) "http_port" 8080 }}
+{{- if include "genjob.push.enabled" . }}
+{{- $_ := set $operator "push_port" (int .Values.operator.pushScaler.port) }}
+{{- $_ := set $operator "push_tls_dir" "/etc/genjob/push-tls" }}
+{{- end }}
 {{- $operator = mergeOverwrite $operator (deepCopy .Values.operator.extraConfig) }}
 {{- $api := dict "mode" .Values.api.mode "namespace_template" .Values.api.namespaceTemplate }}
 {{- with .Values.api.publicUrl }}{{ $_ := set $api "public_url" . }}{{ end }}

@@ -2,6 +2,6 @@
 
 `externalscaler.proto` is a verbatim copy of `pkg/scalers/externalscaler/externalscaler.proto`
 from the Go module `github.com/kedacore/keda/v2@v2.21.0`; the `*_pb2*` files are generated from
-it by `python -m genjob_operator.externalscaler.regenerate` (grpcio-tools, pinned in
-pyproject.toml). A test regenerates them and fails when the committed files are stale.
+it by `python hack/externalscaler_stubs.py` (grpcio-tools, pinned in pyproject.toml). A test
+regenerates them and fails when the committed files are stale.
 """

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SOURCE_ROOT = HERE.parents[1]  # operator/: the proto's path below it names the Python module
+SOURCE_ROOT = Path(__file__).resolve().parents[1] / "operator"  # the proto's path below it names the module
+HERE = SOURCE_ROOT / "genjob_operator" / "externalscaler"
 PROTO = HERE / "externalscaler.proto"
 GENERATED = ("externalscaler_pb2.py", "externalscaler_pb2.pyi", "externalscaler_pb2_grpc.py")
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_files()
         for name in stale:
-            print(f"stale: {HERE / name}; run python -m genjob_operator.externalscaler.regenerate")
+            print(f"stale: {HERE / name}; run python hack/externalscaler_stubs.py")
         return 1 if stale else 0
     for name, data in generate().items():
         (HERE / name).write_bytes(data)
