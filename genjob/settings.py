@@ -188,6 +188,13 @@ class OperatorSettings(_Section):
         15.0, ge=1, description="Least time between progress writes to a job's status."
     )
     reaper_interval_seconds: float = Field(5.0, gt=0)
+    resync_seconds: float = Field(
+        60.0,
+        ge=0.5,
+        description="How often the status sync compares unfinished GenerationJobs with their queue "
+        "records: restores final states whose events were lost, and queues again jobs whose "
+        "record Redis lost (e.g. the last second of writes before a crash with AOF everysec).",
+    )
     peering_name: str = "genjob"
     http_port: int = Field(8080, ge=0, le=65535)
     push_port: int = Field(

@@ -66,6 +66,7 @@ class OperatorRuntime:
             on_lost=self.admitter.report_lost,
             queue=self.queue,
             read_pod_and_node=self.kube.pod_and_node,
+            resync_seconds=op.resync_seconds,
         )
         self.reaper = Reaper(
             self.queue, self.cache, metrics, op.reaper_interval_seconds, namespaces, activity=self.activity

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from genjob.connect import job_queue
-from genjob.localredis import free_port
+from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobState, read_history
 from genjob.settings import GenjobSettings
 from genjob_operator.testing import OperatorProcess
@@ -290,6 +290,40 @@ def test_operator_killed_and_restarted_mid_flow(stack):
     for name in uids:
         stack.wait_phase(name, "Succeeded", timeout=90)
     assert all(stack.queued_events(uid) == 1 for uid in uids.values())
+
+
+def test_redis_losing_its_last_writes_is_recovered_by_the_operator(cluster, genjob_crd, tiny_model, tmp_path):
+    """A crash of Redis's machine with AOF `everysec` loses up to the last second of writes
+    (played here by cutting the AOF back to where it was before the job was queued; a kill -9
+    of the process alone loses nothing, the kernel keeps what Redis wrote). The operator's
+    resync sees a Queued GenerationJob without a queue record, queues it again (Event
+    QueueRecordLost) and the job succeeds."""
+    redis_server = RedisServer(tmp_path / "aof-redis", appendonly=True).start()
+    stack = Stack(cluster, redis_server, tiny_model, tmp_path)
+    stack.env["GENJOB_OPERATOR__RESYNC_SECONDS"] = "1"
+    try:
+        stack.operator()
+        stack.create("warm", owner="t-warm")
+        stack.wait_phase("warm", "Queued")
+        aof = max(
+            (tmp_path / "aof-redis" / "appendonlydir").glob("*.incr.aof"), key=lambda p: p.stat().st_mtime
+        )
+        size_before = aof.stat().st_size
+        uid = stack.create("lost", owner="t-lost")  # free tier: one job per tenant
+        stack.wait_phase("lost", "Queued")
+        redis_server.stop(kill=True)
+        with aof.open("r+b") as f:
+            f.truncate(size_before)
+        redis_server.start()
+        assert stack.queue.get(uid) is None, "the record of the job queued last is gone"
+        stack.worker()
+        status = stack.wait_phase("lost", "Succeeded", timeout=120)
+        assert status["result"]["images"]
+        assert "QueueRecordLost" in stack.event_reasons("lost")
+        stack.wait_phase("warm", "Succeeded", timeout=60)
+    finally:
+        stack.close()
+        redis_server.stop()
 
 
 def test_quota_wait_and_automatic_admission(stack):
