@@ -123,6 +123,11 @@ def test_build_context_holds_only_what_the_images_copy() -> None:
                     assert (ROOT / src).exists(), src
 
 
+# `genjob sim` (the capacity simulator, extra `sim`) is a planning tool people run on their own
+# machines; neither image runs it.
+NOT_IN_IMAGES = ROOT / "genjob" / "sim"
+
+
 def third_party_imports(package_dirs: list[Path]) -> dict[str, str]:
     """Top-level module -> a file importing it, for every non-stdlib, non-genjob import (lazy ones too)."""
     import ast
@@ -131,6 +136,8 @@ def third_party_imports(package_dirs: list[Path]) -> dict[str, str]:
     found: dict[str, str] = {}
     for folder in package_dirs:
         for path in sorted(folder.rglob("*.py")):
+            if NOT_IN_IMAGES in path.parents:
+                continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     names = [a.name for a in node.names]
