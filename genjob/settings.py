@@ -159,6 +159,17 @@ class WorkerSettings(_Section):
     init_image_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     init_image_url_allowlist: list[str] = Field(default_factory=list, description="URL prefixes allowed.")
     annotate_pod: bool = Field(True, description="Mark the own pod do-not-disrupt while busy (in a cluster).")
+    checkpoint_on_preempt: bool = Field(
+        True, description="Checkpoint a job stopped by a drain, so the next worker resumes it from that step."
+    )
+    checkpoint_interval_seconds: float = Field(
+        30.0, ge=0, description="Periodic checkpoints of long jobs every this many seconds; 0 turns them off."
+    )
+    checkpoint_min_job_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="Periodic checkpoints only for jobs estimated to run this long (0: every job).",
+    )
 
 
 class ResultStoreSettings(_Section):

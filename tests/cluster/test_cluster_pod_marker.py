@@ -91,9 +91,10 @@ class AnnotationSpy:
         model_name: str,
         seeds: Sequence[int],
         on_step: StepCallback,
+        **options: Any,
     ) -> list[GenerationOutput]:
         self.seen.append(annotations(self.core, self.namespace))
-        return self.inner.generate(specs, model_name=model_name, seeds=seeds, on_step=on_step)
+        return self.inner.generate(specs, model_name=model_name, seeds=seeds, on_step=on_step, **options)
 
 
 def test_worker_loop_marks_its_pod_busy_only_while_running_a_job(

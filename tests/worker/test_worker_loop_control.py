@@ -64,13 +64,14 @@ class SlowSteps:
         model_name: str,
         seeds: Sequence[int],
         on_step: StepCallback,
+        **options: Any,
     ) -> list[GenerationOutput]:
         def slow_step(step: int, total: int) -> None:
             self.now += self.seconds_per_step
             self.steps_run = step
             on_step(step, total)
 
-        return self.inner.generate(specs, model_name=model_name, seeds=seeds, on_step=slow_step)
+        return self.inner.generate(specs, model_name=model_name, seeds=seeds, on_step=slow_step, **options)
 
 
 def test_deadline_fails_with_timeout_not_retried(
@@ -136,6 +137,7 @@ class BrokenGenerator:
         model_name: str,
         seeds: Sequence[int],
         on_step: StepCallback,
+        **options: Any,
     ) -> list[GenerationOutput]:
         raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
 

@@ -189,9 +189,10 @@ class SpyGenerator:
         model_name: str,
         seeds: Sequence[int],
         on_step: StepCallback,
+        **options: Any,
     ) -> list[GenerationOutput]:
         self.calls.append(len(specs))
-        return self.inner.generate(specs, model_name=model_name, seeds=seeds, on_step=on_step)
+        return self.inner.generate(specs, model_name=model_name, seeds=seeds, on_step=on_step, **options)
 
 
 def test_four_compatible_jobs_run_as_one_call(loop_settings: GenjobSettings, registry: ModelRegistry) -> None:

@@ -8,61 +8,12 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-import redis
-
-from genjob.connect import job_queue
-from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobQueue, JobState
-from genjob.settings import GenjobSettings
-from genjob_worker.testing import WorkerProcess, enqueue_job, wait_for_job, worker_environment
+from genjob_worker.testing import StartWorker, enqueue_job, wait_for_job
 
 LONG = {"steps": 400}  # seconds on the tiny model; still running when the signal comes
-
-StartWorker = Callable[..., WorkerProcess]
-
-
-@pytest.fixture
-def queue(redis_server: RedisServer, redis_client: redis.Redis) -> JobQueue:
-    return job_queue(GenjobSettings(redis={"url": redis_server.url}))
-
-
-@pytest.fixture
-def start_worker(
-    redis_server: RedisServer, redis_client: redis.Redis, tiny_model_dirs: dict[str, Path], tmp_path: Path
-) -> Iterator[StartWorker]:
-    """Start worker processes (stopped at teardown); keyword arguments become worker settings."""
-    started: list[WorkerProcess] = []
-
-    def start(
-        *, queue: dict[str, Any] | None = None, args: tuple[str, ...] = (), ready: bool = True, **worker: Any
-    ) -> WorkerProcess:
-        env = worker_environment(
-            redis_url=redis_server.url,
-            model_dir=worker.pop("model_dir", tiny_model_dirs["sd"]),
-            results_dir=tmp_path / "results",
-            http_port=free_port(),
-            queue=queue,
-            **{
-                "heartbeat_interval_seconds": 0.5,
-                "progress_interval_seconds": 0.2,
-                "idle_block_seconds": 0.5,  # an idle worker sees SIGTERM within 0.5 s
-                **worker,
-            },
-        )
-        process = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", args).start()
-        started.append(process)
-        if ready:
-            process.wait_ready()
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
 
 
 def test_worker_process_serves_probes_and_finishes_a_job_that_fits_on_sigterm(

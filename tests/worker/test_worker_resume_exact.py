@@ -62,7 +62,7 @@ def _run_with_snapshots(
             job_id="job-1",
             spec_sha256=spec_digest(spec.to_wire()),
             model=model,
-            model_fingerprint="fp",
+            model_fingerprint=tracker.fingerprint(),
             seed=spec.seed or 0,
             width=spec.width,
             height=spec.height,
@@ -89,9 +89,7 @@ def _check_resumes(registry: ModelRegistry, spec: GenerationJobSpec, model: str,
     total = max(checkpoints)
     for step in _resume_points(total):
         checkpoint = checkpoints[step]
-        checkpoint.check_for(
-            job_id="job-1", spec_sha256=spec_digest(spec.to_wire()), model=model, model_fingerprint="fp"
-        )
+        checkpoint.check_for(job_id="job-1", spec_sha256=spec_digest(spec.to_wire()), model=model)
         seen: list[tuple[int, int]] = []
         record = seen.append
         resumed = run_generation(
@@ -151,7 +149,7 @@ def test_batched_jobs_resume_alone_within_batching_noise(own_registry: ModelRegi
     )
     for index, (spec, output) in enumerate(zip(specs, outputs, strict=True)):
         checkpoint = Checkpoint(
-            job_id=f"job-{index}", spec_sha256="-", model="tiny", model_fingerprint="fp",
+            job_id=f"job-{index}", spec_sha256="-", model="tiny", model_fingerprint=tracker.fingerprint(),
             seed=spec.seed or 0, width=64, height=64, snapshot=snaps[2].images(index, 1),
         )  # fmt: skip
         resumed = run_generation(

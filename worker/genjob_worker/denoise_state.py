@@ -29,6 +29,8 @@ not checkpointed (their jobs restart from step 0, as before).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -258,6 +260,12 @@ class StepTracker:
             self.total = int(pipe.num_timesteps)
         return self.step, self.total
 
+    def fingerprint(self) -> str:
+        """`pipeline_fingerprint` of the pipeline this call runs."""
+        if self._pipe is None:
+            raise NotResumableError("no step has run yet")
+        return pipeline_fingerprint(self._pipe)
+
     def capture(self) -> DenoiseSnapshot:
         """Copy the state at the last observed boundary (raises NotResumableError)."""
         if self._pipe is None or self._latents is None or self.total is None:
@@ -276,6 +284,21 @@ class StepTracker:
             scheduler_state=scheduler_state(scheduler, self._fresh),
             generator_states=[g.get_state() for g in self.generators],
         )
+
+
+def pipeline_fingerprint(pipe: Any) -> str:
+    """sha256 of what decides a pipeline's denoising: the UNet's and VAE's configs (with the
+    folder they were loaded from), the scheduler class and config, and the dtype. Two
+    workers loading the same model folder agree; another model, scheduler or dtype differs.
+    (Weights are not hashed: a folder whose weights changed in place is not detected.)"""
+    parts = {
+        "unet": dict(pipe.unet.config),
+        "vae": dict(pipe.vae.config),
+        "scheduler": [_base_class(type(pipe.scheduler)).__name__, dict(pipe.scheduler.config)],
+        "dtype": str(pipe.unet.dtype),
+    }
+    canonical = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def restored_generators(states: Sequence[torch.Tensor]) -> list[torch.Generator]:

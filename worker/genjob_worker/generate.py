@@ -35,7 +35,13 @@ from PIL import Image
 from genjob.errors import GenjobError, InvalidSpecError
 from genjob.jobspec import MAX_SEED, GenerationJobSpec, Reason
 from genjob_worker.checkpoint import Checkpoint, CheckpointRefusedError
-from genjob_worker.denoise_state import NotResumableError, StepTracker, restored_generators, resumed_scheduler
+from genjob_worker.denoise_state import (
+    NotResumableError,
+    StepTracker,
+    pipeline_fingerprint,
+    restored_generators,
+    resumed_scheduler,
+)
 
 DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
 
@@ -167,6 +173,11 @@ def _continue(
     if snap.latents.dtype != base.unet.dtype:
         raise CheckpointRefusedError(
             f"checkpoint latents are {snap.latents.dtype}, the model runs {base.unet.dtype}"
+        )
+    if pipeline_fingerprint(base) != checkpoint.model_fingerprint:
+        raise CheckpointRefusedError(
+            f"checkpoint was written by another build of model {checkpoint.model!r} "
+            "(weights folder, configs, scheduler or dtype differ)"
         )
     try:
         scheduler = resumed_scheduler(base.scheduler, snap.position, snap.scheduler_state)

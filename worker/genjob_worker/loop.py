@@ -30,6 +30,9 @@ from genjob.errors import InvalidSpecError
 from genjob.jobspec import GenerationJobSpec, Reason
 from genjob.queue import ClaimedJob, JobQueue, WorkerStart
 from genjob.settings import WorkerSettings
+from genjob_worker.checkpoint import CheckpointRefusedError
+from genjob_worker.checkpointer import Checkpointer
+from genjob_worker.denoise_state import StepTracker
 from genjob_worker.drain import DrainController
 from genjob_worker.generate import GenerationOutput, StopGeneration, batch_key, choose_seed
 from genjob_worker.guard import LeaseKeeper, StepGuard
@@ -69,7 +72,9 @@ class WorkerLoop:
         release_memory: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         start: WorkerStart | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
+        self.checkpointer = checkpointer if checkpointer is not None else outcomes.checkpointer
         self.queue = queue
         self.generator = generator
         self.outcomes = outcomes
@@ -183,7 +188,30 @@ class WorkerLoop:
                 f"configured: {', '.join(sorted(self.known_models))}",
                 retryable=False,
             )
+        elif job.checkpoint:
+            self._load_checkpoint(held)
         return held
+
+    def _load_checkpoint(self, held: HeldJob) -> None:
+        """Resume from the job's checkpoint, or say why not and start from step 0."""
+        try:
+            checkpoint = self.checkpointer.load(held.job, held.model)
+        except CheckpointRefusedError as exc:
+            self._refuse_checkpoint(held, str(exc))
+            return
+        held.resume, held.seed = checkpoint, checkpoint.seed
+        snap = checkpoint.snapshot
+        self.queue.record_resume(held.job, snap.total, snap.step)
+        self.metrics.checkpoints.labels("claim", "resumed").inc()
+        log.info("resuming from checkpoint", job_id=held.id, step=snap.step, total=snap.total)
+
+    def _refuse_checkpoint(self, held: HeldJob, why: str) -> None:
+        held.resume = None
+        message = f"checkpoint refused, starting from step 0: {why}"
+        self.queue.record_resume(held.job, 0, None, message)
+        self.metrics.checkpoints.labels("claim", "refused").inc()
+        self.checkpointer.delete(held.id)
+        log.warning("checkpoint refused", job_id=held.id, why=why)
 
     def run_group(self, group: Sequence[HeldJob]) -> None:
         """One pipeline call for compatible jobs, and the recording of each job's outcome."""
@@ -195,6 +223,8 @@ class WorkerLoop:
             self.drain,
             self.settings.progress_interval_seconds,
             clock=self.clock,
+            checkpointer=self.checkpointer,
+            tracker=StepTracker(),
         )
         guard.check_flags()
         active = guard.active()
@@ -206,12 +236,35 @@ class WorkerLoop:
         finally:
             structlog.contextvars.unbind_contextvars("job_id")
 
-    def _generate(self, guard: StepGuard, active: list[HeldJob]) -> None:
+    def _call(self, guard: StepGuard, active: list[HeldJob]) -> list[GenerationOutput]:
         specs = [h.spec for h in active if h.spec is not None]
-        try:
-            outputs = self.generator.generate(
-                specs, model_name=active[0].model, seeds=[h.seed for h in active], on_step=guard.on_step
+        first = 0
+        for held, spec in zip(active, specs, strict=True):
+            guard.image_ranges[held.id] = (first, spec.num_images)
+            first += spec.num_images
+
+        def generate() -> list[GenerationOutput]:
+            return self.generator.generate(
+                specs,
+                model_name=active[0].model,
+                seeds=[h.seed for h in active],
+                on_step=guard.on_step,
+                tracker=guard.tracker,
+                resumes=[h.resume for h in active],
             )
+
+        try:
+            return generate()
+        except CheckpointRefusedError as exc:  # the pipeline does not match the checkpoint: start over
+            for held in active:
+                if held.resume is not None and held.spec is not None:
+                    self._refuse_checkpoint(held, str(exc))
+                    held.seed = choose_seed(held.spec)
+            return generate()
+
+    def _generate(self, guard: StepGuard, active: list[HeldJob]) -> None:
+        try:
+            outputs = self._call(guard, active)
         except StopGeneration as stop:
             self._fail_active(guard, Reason.GENERATION_ERROR, f"stopped unexpectedly: {stop}", retryable=True)
         except ModelNotFoundError as exc:
@@ -261,11 +314,11 @@ class WorkerLoop:
 
 
 def _groups(jobs: Sequence[HeldJob]) -> list[list[HeldJob]]:
-    """Jobs that can share a pipeline call, in claim order (img2img jobs run alone)."""
+    """Jobs that can share a pipeline call, in claim order (img2img and resumed jobs run alone)."""
     groups: dict[object, list[HeldJob]] = {}
     for index, held in enumerate(jobs):
         assert held.spec is not None
-        key = batch_key(held.spec, held.model)
+        key = batch_key(held.spec, held.model) if held.resume is None else None
         groups.setdefault(key if key is not None else ("alone", index), []).append(held)
     return list(groups.values())
 

@@ -20,6 +20,7 @@ from genjob.logs import configure_logging
 from genjob.queue import JobQueue, WorkerStart
 from genjob.settings import GenjobSettings
 from genjob.tiers import consumption_order
+from genjob_worker.checkpointer import Checkpointer
 from genjob_worker.drain import DrainController
 from genjob_worker.http import HealthServer, WorkerHealth
 from genjob_worker.loop import WorkerLoop
@@ -60,7 +61,7 @@ def build_loop(
     return WorkerLoop(
         queue=queue,
         generator=generator,
-        outcomes=JobOutcomes(queue, store, metrics, breaker),
+        outcomes=JobOutcomes(queue, store, metrics, breaker, Checkpointer(store, ws)),
         worker_name=worker,
         tiers=consumption_order(settings.tiers, ws.tiers, ws.spill_over),
         settings=ws,

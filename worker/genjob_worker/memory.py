@@ -34,6 +34,8 @@ from PIL import Image
 
 from genjob.errors import GenjobError
 from genjob.jobspec import GenerationJobSpec, Reason
+from genjob_worker.checkpoint import Checkpoint
+from genjob_worker.denoise_state import StepTracker
 from genjob_worker.generate import GenerationOutput, PipelineProvider, run_generation
 
 GB = 1000**3
@@ -120,12 +122,16 @@ def generate_with_oom_protection(
     free_bytes: int | None = None,
     dtype: str = "float16",
     run: Callable[..., GenerationOutput] | None = None,
+    tracker: StepTracker | None = None,
+    resume: Checkpoint | None = None,
 ) -> GenerationOutput:
     """`run_generation` with a memory check before and one downscaled retry after an OOM.
 
     `free_bytes` is the device's free memory (`free_vram_bytes(device)`; None skips the
     check). When the estimate does not fit, the job goes straight to the downscaled size if
     allowed and that fits, else fails without running. `run` defaults to `run_generation`.
+    With `resume`, the first attempt continues the checkpoint at its size; a retry after an
+    OOM starts over.
     """
     run = run or run_generation
     size = (spec.width, spec.height)
@@ -134,16 +140,21 @@ def generate_with_oom_protection(
     def estimate(at: tuple[int, int]) -> int:
         return estimate_vram_bytes(memory_class, at[0], at[1], spec.num_images, dtype)
 
+    resume_size = (resume.width, resume.height) if resume is not None else None
+
     def attempt(at: tuple[int, int]) -> GenerationOutput:
+        extra = {"tracker": tracker, "resume": resume} if at == resume_size else {"tracker": tracker}
         output = run(
             pipe_provider, spec, model_name=model_name, seed=seed, on_step=on_step,
-            device=device, init_image=init_image, size=at,
+            device=device, init_image=init_image, size=at, **extra,
         )  # fmt: skip
         output.downscaled = at != size
         return output
 
     can_downscale = spec.allow_downscale and smaller != size
-    if not fits(estimate(size), free_bytes):
+    if resume_size is not None:
+        size_to_try = resume_size
+    elif not fits(estimate(size), free_bytes):
         free_memory()
         if not (can_downscale and fits(estimate(smaller), free_bytes)):
             raise OutOfMemoryError(estimate(size), *size, f"only {free_bytes} bytes free")

@@ -48,6 +48,20 @@ class WorkerMetrics:
             buckets=MODEL_LOAD_BUCKETS,
             registry=r,
         )
+        self.resume_saved_seconds = Counter(
+            "genjob_worker_resume_saved_seconds",
+            "Estimated pipeline (GPU) seconds not spent again because a job resumed from a "
+            "checkpoint: steps resumed from x this run's seconds per step.",
+            ["model"],
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "genjob_worker_checkpoints",
+            "Denoising checkpoints by trigger (preempt, periodic) and outcome (written, failed, "
+            "resumed, refused).",
+            ["trigger", "outcome"],
+            registry=r,
+        )
         self.in_progress = Gauge("genjob_worker_jobs_in_progress", "Jobs held right now.", registry=r)
         self.consecutive_failures = Gauge(
             "genjob_worker_consecutive_failures", "Failures in a row (circuit breaker input).", registry=r

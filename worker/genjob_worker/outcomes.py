@@ -16,7 +16,10 @@ from enum import StrEnum
 import structlog
 
 from genjob.jobspec import GenerationJobSpec, JobResult, Reason
-from genjob.queue import ClaimedJob, JobQueue
+from genjob.queue import Checkpointed, ClaimedJob, JobQueue, JobState
+from genjob.settings import WorkerSettings
+from genjob_worker.checkpoint import Checkpoint
+from genjob_worker.checkpointer import Checkpointer
 from genjob_worker.generate import GenerationOutput
 from genjob_worker.memory import CircuitBreaker
 from genjob_worker.metrics import WorkerMetrics
@@ -49,6 +52,8 @@ class HeldJob:
     deadline: float  # time.monotonic() past which the attempt times out
     cancel_seen: bool = False  # set by a heartbeat or progress report
     lease_lost: bool = False  # set by a heartbeat or progress report
+    resume: Checkpoint | None = None  # the checkpoint this attempt continues from
+    checkpoint: Checkpointed | None = None  # the latest one this attempt wrote (heartbeats carry it)
     ending: Ending | None = None
     reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -71,11 +76,18 @@ class JobOutcomes:
         store: ResultStore,
         metrics: WorkerMetrics,
         breaker: CircuitBreaker,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.queue = queue
         self.store = store
         self.metrics = metrics
         self.breaker = breaker
+        self.checkpointer = checkpointer or Checkpointer(store, WorkerSettings())
+
+    def _drop_checkpoints(self, held: HeldJob) -> None:
+        """A job that ended for good needs its checkpoints no more."""
+        if held.job.checkpoint or held.checkpoint is not None:
+            self.checkpointer.delete(held.id)
 
     def _ended(self, held: HeldJob, ending: Ending, reason: str | None = None) -> None:
         held.ending, held.reason = ending, reason
@@ -91,6 +103,11 @@ class JobOutcomes:
         finish = self.queue.complete(held.job, result.to_wire(), gpu_seconds=output.pipeline_seconds)
         self.breaker.record_success()
         self.metrics.generation_seconds.labels(held.model).observe(output.pipeline_seconds)
+        if output.resumed_from_step:
+            ran = max(1, _total_steps(held) - output.resumed_from_step)
+            saved = output.resumed_from_step * output.pipeline_seconds / ran
+            self.metrics.resume_saved_seconds.labels(held.model).inc(saved)
+        self._drop_checkpoints(held)
         self._ended(held, Ending.SUCCEEDED if finish.applied else Ending.LEASE_LOST)
         log.info(
             "job succeeded" if finish.applied else "job finished elsewhere; result not recorded",
@@ -110,6 +127,8 @@ class JobOutcomes:
         )
         if reason in WORKER_FAULTS or held.extra.get("worker_fault"):
             self.breaker.record_failure()
+        if finish.state != JobState.DELAYED:  # a retry resumes from the checkpoint
+            self._drop_checkpoints(held)
         self._ended(held, Ending.FAILED, reason.value)
         log.warning(
             "job failed",
@@ -122,12 +141,21 @@ class JobOutcomes:
 
     def cancelled(self, held: HeldJob, gpu_seconds: float = 0.0) -> None:
         self.queue.acknowledge_cancel(held.job, gpu_seconds=gpu_seconds)
+        self._drop_checkpoints(held)
         self._ended(held, Ending.CANCELLED, Reason.CANCELLED.value)
         log.info("job cancelled while running", job_id=held.id)
 
-    def preempted(self, held: HeldJob, message: str, gpu_seconds: float = 0.0) -> None:
-        """Give the job back to the head of its queue; the attempt does not count."""
-        finish = self.queue.requeue(held.job, Reason.PREEMPTED.value, message, gpu_seconds=gpu_seconds)
+    def preempted(
+        self, held: HeldJob, message: str, gpu_seconds: float = 0.0, checkpoint: Checkpointed | None = None
+    ) -> None:
+        """Give the job back to the head of its queue (with the checkpoint to resume from, when
+        one was written); the attempt does not count."""
+        checkpoint = checkpoint or held.checkpoint
+        finish = self.queue.requeue(
+            held.job, Reason.PREEMPTED.value, message, gpu_seconds=gpu_seconds, checkpoint=checkpoint
+        )
+        if finish.state == JobState.CANCELLED:
+            self._drop_checkpoints(held)
         self._ended(held, Ending.PREEMPTED, Reason.PREEMPTED.value)
         log.warning(
             "job preempted and given back",
@@ -141,3 +169,7 @@ class JobOutcomes:
         """Drop the job without writing: another worker may hold it now."""
         self._ended(held, Ending.LEASE_LOST)
         log.warning("lease lost; dropping the job", job_id=held.id)
+
+
+def _total_steps(held: HeldJob) -> int:
+    return held.resume.snapshot.total if held.resume is not None else 0

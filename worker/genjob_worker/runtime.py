@@ -15,6 +15,8 @@ from typing import Protocol
 
 from genjob.jobspec import GenerationJobSpec
 from genjob.settings import WorkerSettings
+from genjob_worker.checkpoint import Checkpoint
+from genjob_worker.denoise_state import StepTracker
 from genjob_worker.generate import GenerationOutput, StepCallback, run_batch
 from genjob_worker.init_image import resolve_init_image
 from genjob_worker.memory import free_memory, free_vram_bytes, generate_with_oom_protection, is_out_of_memory
@@ -23,7 +25,9 @@ from genjob_worker.results import ResultStore
 
 
 class Generator(Protocol):
-    """Turns compatible specs (one pipeline call) into one output per spec, in order."""
+    """Turns compatible specs (one pipeline call) into one output per spec, in order.
+    `tracker` follows the call (for checkpoints); `resumes` holds, per spec, the checkpoint
+    it continues from (a resumed spec is always alone in its call)."""
 
     def generate(
         self,
@@ -32,6 +36,8 @@ class Generator(Protocol):
         model_name: str,
         seeds: Sequence[int],
         on_step: StepCallback,
+        tracker: StepTracker | None = None,
+        resumes: Sequence[Checkpoint | None] | None = None,
     ) -> list[GenerationOutput]: ...
 
 
@@ -58,18 +64,23 @@ class DiffusersGenerator:
         model_name: str,
         seeds: Sequence[int],
         on_step: StepCallback,
+        tracker: StepTracker | None = None,
+        resumes: Sequence[Checkpoint | None] | None = None,
     ) -> list[GenerationOutput]:
         config = self.registry.config(model_name)  # ModelNotFoundError when not configured
+        resumes = resumes or [None] * len(specs)
         if len(specs) > 1:
             try:
-                return run_batch(self.registry, specs, model_name=model_name, seeds=seeds, on_step=on_step)
+                return run_batch(
+                    self.registry, specs, model_name=model_name, seeds=seeds, on_step=on_step, tracker=tracker
+                )
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
             free_memory()
         return [
-            self._one(spec, model_name, config.memory_class, config.dtype, seed, on_step)
-            for spec, seed in zip(specs, seeds, strict=True)
+            self._one(spec, model_name, config.memory_class, config.dtype, seed, on_step, tracker, resume)
+            for spec, seed, resume in zip(specs, seeds, resumes, strict=True)
         ]
 
     def _one(
@@ -80,9 +91,11 @@ class DiffusersGenerator:
         dtype: str,
         seed: int,
         on_step: StepCallback,
+        tracker: StepTracker | None,
+        resume: Checkpoint | None,
     ) -> GenerationOutput:
         init_image = None
-        if spec.init_image is not None:
+        if spec.init_image is not None and resume is None:  # a resumed job's image is in its latents
             init_image = resolve_init_image(
                 spec.init_image,
                 store=self.store,
@@ -103,4 +116,6 @@ class DiffusersGenerator:
             free_bytes=free_vram_bytes(self.registry.device),
             dtype=dtype,
             run=self.run,
+            tracker=tracker,
+            resume=resume,
         )

@@ -150,6 +150,9 @@ class WorkerProcess:
             return ""
 
 
+StartWorker = Callable[..., WorkerProcess]  # the tests' start_worker fixture
+
+
 def enqueue_job(queue: JobQueue, job_id: str, **fields: Any) -> GenerationJobSpec:
     """Queue a tiny-model job (64x64, 2 steps unless overridden); returns its spec."""
     spec_fields: dict[str, Any] = {"tier": "free", "model": "tiny", "prompt": "a red bicycle"}
