@@ -28,7 +28,7 @@ PodAndNode = Callable[[str, str], tuple[dict[str, Any], "dict[str, Any] | None"]
 def _condition_time(obj: dict[str, Any] | None, kind: str) -> str | None:
     for c in ((obj or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == kind and c.get("status") == "True":
-            return c.get("lastTransitionTime")
+            return str(c.get("lastTransitionTime") or "") or None
     return None
 
 
@@ -58,8 +58,10 @@ def add_pod_and_node(patch: dict[str, Any], read: PodAndNode) -> None:
     """Fill `patch["coldStart"]` from the worker's pod and node, if the worker named its pod.
     Best effort: a failed read leaves the worker's own fields (the status is written anyway)."""
     cold = patch.get("coldStart")
-    pod_ref = cold.get("pod") if isinstance(cold, dict) else None
-    if not pod_ref or "/" not in pod_ref:
+    if not isinstance(cold, dict):
+        return
+    pod_ref = str(cold.get("pod") or "")
+    if "/" not in pod_ref:
         return
     namespace, name = pod_ref.split("/", 1)
     try:

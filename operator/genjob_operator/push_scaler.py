@@ -81,7 +81,7 @@ class PushScalerService(pb_grpc.ExternalScalerServicer):
 
     # -- requests ----------------------------------------------------------------------------
     def _tier(self, ref: pb.ScaledObjectRef, context: grpc.ServicerContext) -> str:
-        tier = ref.scalerMetadata.get("tier", "")
+        tier = str(ref.scalerMetadata.get("tier", ""))
         if tier not in self.tiers:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -178,7 +178,7 @@ class PushScalerServer:
         pb_grpc.add_ExternalScalerServicer_to_server(self.service, self._server)
         address = f"{host}:{port}"
         if tls_dir is not None:
-            self.port = self._server.add_secure_port(address, server_credentials(tls_dir))
+            self.port: int = self._server.add_secure_port(address, server_credentials(tls_dir))
         else:
             self.port = self._server.add_insecure_port(address)
         self.tls = tls_dir is not None
