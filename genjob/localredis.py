@@ -33,6 +33,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RedisServerError("redis-server is not installed; run `sudo apt-get install -y redis-server`")
+    return binary
+
+
+def _wait_answering(
+    process: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, what: str, log: Path
+) -> None:
+    """Wait until `ready()` (a ping) is true; RedisServerError with the log's tail if the
+    process exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+            raise RedisServerError(f"{what} exited with {process.returncode}: {tail}")
+        try:
+            if ready():
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            pass
+        time.sleep(0.05)
+    raise RedisServerError(f"{what} did not answer within {timeout}s")
+
+
 @dataclass
 class RedisServer:
     """A running redis-server child process."""
@@ -56,11 +82,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start it and wait until it answers (a replica: until it has synced)."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RedisServerError(
-                "redis-server is not installed; run `sudo apt-get install -y redis-server`"
-            )
+        binary = _redis_server_binary()
         self.port = self.port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -92,26 +114,25 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=self.new_session,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
-                raise RedisServerError(f"redis-server exited with {self.process.returncode}: {log}")
-            try:
-                if self.client(socket_timeout=1).ping() and self._synced():
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-            except redis.BusyLoadingError:
-                time.sleep(0.05)
-        self.stop()
-        raise RedisServerError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        try:
+            _wait_answering(
+                self.process,
+                self._ready,
+                timeout,
+                f"redis-server on port {self.port}",
+                self.data_dir / "redis.log",
+            )
+        except RedisServerError:
+            self.stop()
+            raise
+        return self
 
-    def _synced(self) -> bool:
-        """A replica has loaded its primary's data (a primary: always)."""
-        if not self.replica_of:
-            return True
-        return self.client(socket_timeout=1).info("replication").get("master_link_status") == "up"
+    def _ready(self) -> bool:
+        """It answers, and a replica has loaded its primary's data."""
+        client = self.client(socket_timeout=1)
+        if not client.ping():
+            return False
+        return not self.replica_of or client.info("replication").get("master_link_status") == "up"
 
     def stop(self, kill: bool = False) -> None:
         if self.process and self.process.poll() is None:
@@ -149,11 +170,7 @@ class SentinelServer:
         return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
 
     def start(self, timeout: float = 10.0) -> SentinelServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RedisServerError(
-                "redis-server is not installed; run `sudo apt-get install -y redis-server`"
-            )
+        binary = _redis_server_binary()
         self.port = self.port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "sentinel.conf"  # sentinel rewrites its config: it must be writable
@@ -170,17 +187,18 @@ class SentinelServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RedisServerError(f"redis sentinel exited with {self.process.returncode}")
-            try:
-                if self.client().ping():
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        self.stop()
-        raise RedisServerError(f"redis sentinel did not answer on port {self.port} within {timeout}s")
+        try:
+            _wait_answering(
+                self.process,
+                lambda: bool(self.client().ping()),
+                timeout,
+                f"redis sentinel on port {self.port}",
+                self.data_dir / "sentinel.log",
+            )
+        except RedisServerError:
+            self.stop()
+            raise
+        return self
 
     def primary_port_now(self) -> int:
         """The port of the primary this sentinel names now."""
