@@ -233,6 +233,9 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_prompt_chars: int = Field(2000, ge=1)
     rate_limit_per_minute: int = Field(120, ge=1)
+    max_streams_per_key: int = Field(
+        8, ge=1, le=1000, description="Event streams (SSE) one API key may hold open on one gateway replica."
+    )
     public_url: str | None = None
     webhook_allow_private: bool = Field(
         False,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEV_KEY_FILE = Path(".genjob/dev-api-key")
@@ -93,11 +93,12 @@ class GatewayClient:
     def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs of the job's SSE stream until the server closes it."""
         try:
-            with self.http.stream("GET", f"/v1/generations/{job_id}/events", timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._check(response)
-                yield from parse_sse(response.iter_lines())
+            with connect_sse(self.http, "GET", f"/v1/generations/{job_id}/events", timeout=None) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    self._check(source.response)
+                for sse in source.iter_sse():
+                    yield sse.event, sse.json()
         except httpx.TransportError as exc:
             raise GatewayError(0, "unreachable", f"event stream broke: {exc}") from None
 
@@ -106,18 +107,3 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     """The gateway's JSON object (its shape is the OpenAPI document's; the CLI reads it as a dict)."""
     body: dict[str, Any] = response.json()
     return body
-
-
-def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", list[str]()
-    for line in lines:
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())

@@ -20,6 +20,7 @@ from genjob_api.idempotency import IdempotencyStore
 from genjob_api.images import ResultReader
 from genjob_api.metrics import ApiMetrics
 from genjob_api.ratelimit import RateLimiter
+from genjob_api.sse import StreamSlots
 
 
 @dataclass
@@ -36,6 +37,7 @@ class GatewayState:
     results: ResultReader
     estimator: WaitEstimator
     metrics: ApiMetrics
+    streams: StreamSlots
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -81,6 +83,7 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
         limiter=limiter,
         idempotency=IdempotencyStore(aclient, keys),
         results=ResultReader(settings.results),
+        streams=StreamSlots(settings.api.max_streams_per_key),
         estimator=estimator,
         metrics=metrics,
     )

@@ -36,6 +36,7 @@ from genjob.settings import GenjobSettings
 from genjob_api.auth import hash_key
 
 PREFIX = "apitest"
+MAX_STREAMS_PER_KEY = 2
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
 KEYS: dict[str, dict[str, Any]] = {
     "alice": {"tenant": "alice", "tier": "pro", "webhook_secret": WEBHOOK_SECRET},
@@ -126,6 +127,7 @@ def gateway_env(gateway_redis: RedisServer, tmp_path_factory: pytest.TempPathFac
             "GENJOB_API__API_KEYS_FILE": str(root / "keys.yaml"),
             "GENJOB_API__MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS),
             "GENJOB_API__RATE_LIMIT_PER_MINUTE": "100000",
+            "GENJOB_API__MAX_STREAMS_PER_KEY": str(MAX_STREAMS_PER_KEY),
             "GENJOB_API__WEBHOOK_ALLOW_PRIVATE": "true",  # the test receiver listens on loopback
             "GENJOB_OPERATOR__REAPER_INTERVAL_SECONDS": "0.5",  # the local gateway's lease reaper
             "GENJOB_LOG_FORMAT": "console",

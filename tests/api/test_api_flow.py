@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -13,15 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from genjob.localredis import free_port
-from genjob_api.client import parse_sse
 
 Gateway = Any  # tests/api/conftest.py: Gateway
 Submit = Callable[..., httpx.Response]
 SMALL = {"width": 64, "height": 64, "steps": 2}
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"  # the alice key's secret in conftest.py
+MAX_STREAMS_PER_KEY = 2  # the gateway's api.max_streams_per_key in conftest.py
 
 
 def verified(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -58,6 +60,28 @@ def test_create_poll_and_download_the_image(worker_ready: Gateway, submit: Submi
     assert worker_ready.client("alice").get(f"/v1/generations/{job['id']}/images/1").status_code == 404
 
 
+def test_event_streams_are_capped_per_key(gateway: Gateway, submit: Submit) -> None:
+    """One key cannot hold open more than api.max_streams_per_key streams (each costs the
+    gateway a poll loop); a closed stream frees its slot, and other keys are not affected."""
+    job = submit("ent", {"prompt": "watched", **SMALL}).json()
+    url = f"/v1/generations/{job['id']}/events"
+    with contextlib.ExitStack() as open_streams:
+        for _ in range(MAX_STREAMS_PER_KEY):
+            r = open_streams.enter_context(gateway.client("ent").stream("GET", url))
+            assert r.status_code == 200
+        refused = gateway.client("ent").get(url)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+    deadline = time.monotonic() + 10  # the server sees the disconnects at its next poll
+    while _stream_status(gateway, "ent", url) == 429 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _stream_status(gateway, "ent", url) == 200
+
+
+def _stream_status(gateway: Gateway, who: str, url: str) -> int:
+    with gateway.client(who).stream("GET", url) as response:
+        return response.status_code
+
+
 def test_sse_stream_sends_status_progress_then_the_final_state_in_order(
     worker_ready: Gateway, submit: Submit
 ) -> None:
@@ -65,11 +89,10 @@ def test_sse_stream_sends_status_progress_then_the_final_state_in_order(
     with exactly one final event, after which the server closes it."""
     job = submit("alice", {"prompt": "stream me", "width": 64, "height": 64, "steps": 8}).json()
     events: list[tuple[str, dict[str, Any]]] = []
-    with (
-        worker_ready.client("alice").stream("GET", f"/v1/generations/{job['id']}/events") as r,
-    ):
+    with connect_sse(worker_ready.client("alice"), "GET", f"/v1/generations/{job['id']}/events") as source:
+        r = source.response
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        events = list(parse_sse(r.iter_lines()))
+        events = [(sse.event, sse.json()) for sse in source.iter_sse()]
     names = [e for e, _ in events]
     assert names[0] == "status"
     assert names[-1] == "succeeded" and names.count("succeeded") == 1

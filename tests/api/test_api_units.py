@@ -17,11 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from genjob.timestamps import iso_ms
 from genjob_api.auth import ApiKeyStore, KeysFileError, hash_key, new_key, parse_keys
 from genjob_api.backends import WaitEstimator
-from genjob_api.client import parse_sse
 from genjob_api.errors import validation_message
 from genjob_api.idempotency import fingerprint
 from genjob_api.models import GenerationRequest
-from genjob_api.sse import format_event
+from genjob_api.sse import StreamSlots
 from genjob_api.webhook_delivery import DeliveryPolicy, WebhookSender, WebhookTarget
 
 
@@ -65,11 +64,14 @@ def test_malformed_keys_files_are_refused(text: str) -> None:
         parse_keys(text, "keys.yaml")
 
 
-def test_sse_frames_round_trip() -> None:
-    raw = (
-        format_event("progress", '{"step": 1}', 1) + b": keepalive\n\n" + format_event("succeeded", "{}", 2)
-    ).decode()
-    assert list(parse_sse(iter(raw.split("\n")))) == [("progress", {"step": 1}), ("succeeded", {})]
+def test_stream_slots_count_per_key_and_come_back() -> None:
+    slots = StreamSlots(per_key=2)
+    assert slots.take("k1") and slots.take("k1") and not slots.take("k1")
+    assert slots.take("k2")  # another key has its own slots
+    with slots.held("k1"):
+        pass
+    assert slots.take("k1") and not slots.take("k1")
+    assert slots.open == {"k1": 2, "k2": 1}
 
 
 def test_request_model_takes_the_job_spec_limits_but_not_tier_or_owner() -> None:

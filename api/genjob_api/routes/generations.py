@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
 
 from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, admit
 from genjob.errors import InvalidSpecError, UnknownTierError
@@ -43,7 +43,7 @@ from genjob_api.models import (
     Status,
 )
 from genjob_api.ratelimit import RateCounter, RateLimitedError
-from genjob_api.sse import job_events
+from genjob_api.sse import KEEPALIVE_SECONDS, held_stream, job_events
 from genjob_api.state import GatewayState
 from genjob_api.webhook_delivery import non_public_address
 
@@ -282,20 +282,33 @@ def get_image(
 
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
         **_ERRORS,
         200: {"content": {"text/event-stream": {}}, "description": "status, progress, then the final state."},
         404: {"model": ErrorOut},
+        429: {
+            "model": ErrorOut,
+            "description": "too_many_streams: this key holds api.max_streams_per_key open.",
+        },
     },
     summary="Stream progress (server-sent events)",
 )
-async def stream_events(job_id: JobId, caller: CallerDep, backend: BackendDep) -> StreamingResponse:
+async def stream_events(
+    job_id: JobId, caller: CallerDep, backend: BackendDep, state: StateDep
+) -> EventSourceResponse:
     _check_id(job_id)
     if await run_in_threadpool(backend.get, job_id, caller) is None:
         raise _not_found(job_id)
-    return StreamingResponse(
-        job_events(lambda: backend.get(job_id, caller)),
-        media_type="text/event-stream",
+    if not state.streams.take(caller.key_id):
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"this API key has {state.streams.per_key} event streams open already; close one first",
+        )
+    events = job_events(lambda: backend.get(job_id, caller))
+    return EventSourceResponse(
+        held_stream(events, state.streams, caller.key_id),
+        ping=KEEPALIVE_SECONDS,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
