@@ -445,3 +445,68 @@ def test_two_replicas_enqueue_each_job_once(stack):
         stack.wait_phase(f"s{i}", "Queued", timeout=60)
     assert stack.lease_holder() == standby and replicas[standby].process.poll() is None
     assert [stack.queued_events(u) for u in uids] == [1] * len(uids)
+
+
+def test_push_trigger_activates_on_admission_follows_the_leader_and_cold_phases_reach_status(stack):
+    """KEDA's side of the push trigger, with a real gRPC client (KEDA's round-robin config) over
+    two real operator processes: `true` the moment a GenerationJob is admitted for an idle tier,
+    `false` once the tier drained; the standby ends streams, so after the leader stops the
+    retried stream is served by the new leader. The job run by a fresh worker carries its
+    cold-start phases and queueSeconds in status."""
+    import grpc
+
+    from genjob_operator.externalscaler import externalscaler_pb2 as pb
+    from genjob_operator.externalscaler import externalscaler_pb2_grpc as pb_grpc
+
+    def leads(name: str) -> bool:
+        try:
+            return stack.lease_holder() == name
+        except Exception:  # no Lease yet
+            return False
+
+    ports = {name: free_port() for name in ("op-a", "op-b")}
+    replicas = {}
+    for name, port in ports.items():
+        stack.env["GENJOB_OPERATOR__PUSH_PORT"] = str(port)
+        replicas[name] = stack.operator(name)
+        if name == "op-a":
+            wait_for("op-a leads", lambda: leads("op-a"), logs=stack.procs)
+    channel = grpc.insecure_channel(
+        "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports.values()),
+        options=[("grpc.service_config", '{"loadBalancingConfig": [{"round_robin":{}}]}')],
+    )
+    stub = pb_grpc.ExternalScalerStub(channel)
+    ref = pb.ScaledObjectRef(name="genjob-worker-free", namespace=stack.ns, scalerMetadata={"tier": "free"})
+
+    def served_stream():
+        """KEDA's loop: open the stream; when it ends without an answer, open it again."""
+
+        def first():
+            stream = stub.StreamIsActive(ref, timeout=120)
+            answer = next(stream, None)
+            return answer is not None and (answer, stream)
+
+        answer, stream = wait_for("a replica serving the stream", first, timeout=30, logs=stack.procs)
+        return answer.result, stream
+
+    state, stream = served_stream()
+    assert state is False  # idle tier
+    stack.create("p1")
+    assert next(stream).result is True  # pushed by the admission loop, no worker yet
+    worker = stack.worker("w1")
+    status = stack.wait_phase("p1", "Succeeded")
+    cold = status["coldStart"]
+    assert cold["modelLoadSeconds"] > 0 and cold["workerStartedAt"] < cold["workerReadyAt"]
+    assert status["queueSeconds"] > 0  # it waited for the worker to start
+    assert next(stream).result is False  # the reaper saw the tier drained
+
+    worker.stop()  # p2 below stays queued: the tier stays active
+    replicas["op-a"].stop()  # clean shutdown: streams end, the Lease is released
+    assert list(stream) == []
+    wait_for("op-b leads", lambda: leads("op-b"), logs=stack.procs)
+    stack.create("p2", steps=2)
+    state, stream = served_stream()
+    if state is False:  # the stream opened before p2's admission
+        state = next(stream).result
+    assert state is True
+    stream.cancel()
