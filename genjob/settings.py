@@ -236,7 +236,6 @@ class ApiSettings(_Section):
     max_streams_per_key: int = Field(
         8, ge=1, le=1000, description="Event streams (SSE) one API key may hold open on one gateway replica."
     )
-    public_url: str | None = None
     webhook_allow_private: bool = Field(
         False,
         description="Allow webhook URLs on loopback, private, link-local and other non-public "

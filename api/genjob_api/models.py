@@ -101,7 +101,15 @@ class Generation(Wire):
     )
     images: list[ImageOut] = Field(default_factory=list)
     spec: dict[str, Any] = Field(default_factory=dict, description="The GenerationJob spec (camelCase).")
-    _uris: list[str] = PrivateAttr(default_factory=list)  # result store URIs, never sent
+    _store_uris: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def store_uris(self) -> list[str]:
+        """The result-store URIs of `images`, in order (read by the image route; never sent)."""
+        return self._store_uris
+
+    def set_store_uris(self, uris: list[str]) -> None:
+        self._store_uris = list(uris)
 
 
 class GenerationPage(Wire):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -38,7 +38,6 @@ class GatewayState:
     estimator: WaitEstimator
     metrics: ApiMetrics
     streams: StreamSlots
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
         self.client.close()

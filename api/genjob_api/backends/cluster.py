@@ -180,7 +180,7 @@ class ClusterBackend:
             images=images,
             spec=spec,
         )
-        view._uris = uris
+        view.set_store_uris(uris)
         return view
 
     def _with_queue_position(self, view: Generation, obj: dict[str, Any] | None) -> Generation:
@@ -203,12 +203,6 @@ class ClusterBackend:
     def get(self, job_id: str, caller: Caller) -> Generation | None:
         obj = self._owned(job_id, caller)
         return None if obj is None else self._with_queue_position(self._view(obj), obj)
-
-    def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None:
-        view = self.get(job_id, caller)
-        if view is None or view.status != Status.SUCCEEDED or not 0 <= index < len(view._uris):
-            return None
-        return view._uris[index]
 
     def cancel(self, job_id: str, caller: Caller) -> tuple[str, Generation | None] | None:
         obj = self._owned(job_id, caller)

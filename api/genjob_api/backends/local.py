@@ -130,7 +130,7 @@ class LocalBackend:
             images=images,
             spec=record.spec,
         )
-        view._uris = uris
+        view.set_store_uris(uris)
         return view
 
     def get(self, job_id: str, caller: Caller) -> Generation | None:
@@ -142,12 +142,6 @@ class LocalBackend:
             place = self.queue.place_in_line(record.id, record.tier)
             position, workers = place.position, place.workers
         return self._view(record, position, workers)
-
-    def image_uri(self, job_id: str, caller: Caller, index: int) -> str | None:
-        view = self.get(job_id, caller)
-        if view is None or view.status != Status.SUCCEEDED or not 0 <= index < len(view._uris):
-            return None
-        return view._uris[index]
 
     def list(self, caller: Caller, status: Status | None, limit: int, cursor: str | None) -> GenerationPage:
         index = self.keys.tenant_jobs(caller.tenant)

@@ -264,10 +264,10 @@ def get_image(
         raise ApiError(
             409, "not_ready", f"generation {job_id} is {view.status.value}; images exist once it succeeded"
         )
-    if index >= len(view._uris):
-        raise ApiError(404, "image_not_found", f"generation {job_id} has {len(view._uris)} image(s)")
+    if index >= len(view.store_uris):
+        raise ApiError(404, "image_not_found", f"generation {job_id} has {len(view.store_uris)} image(s)")
     try:
-        data = state.results.read(view._uris[index])
+        data = state.results.read(view.store_uris[index])
     except ImageNotFoundError as exc:
         raise ApiError(404, "image_not_found", str(exc)) from None
     return Response(

@@ -210,7 +210,6 @@ seccompProfile:
 {{- end }}
 {{- $operator = mergeOverwrite $operator (deepCopy .Values.operator.extraConfig) }}
 {{- $api := dict "mode" .Values.api.mode "namespace_template" .Values.api.namespaceTemplate }}
-{{- with .Values.api.publicUrl }}{{ $_ := set $api "public_url" . }}{{ end }}
 {{- if include "genjob.api.keysSecretName" . }}
 {{- $_ := set $api "api_keys_file" (printf "/etc/genjob/api-keys/%s" .Values.api.apiKeys.key) }}
 {{- end }}
