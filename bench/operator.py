@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from genjob.crd import GROUP, PLURAL, VERSION
+
 REPO = Path(__file__).resolve().parents[1]
-GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 CONCURRENCY = 8
 TENANTS = 20  # enterprise allows 64 active jobs per tenant: 1,000 jobs over 20 tenants all fit
 

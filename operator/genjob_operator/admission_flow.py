@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from genjob.admission import ModelNotConfiguredError, admit, new_job
 from genjob.errors import InvalidSpecError, UnknownTierError
-from genjob.jobspec import GenerationJobSpec, Reason
+from genjob.jobspec import GenerationJobSpec, Phase, Reason
 from genjob.queue import JobQueue
 from genjob.settings import GenjobSettings
 from genjob_operator.cache import JobCache, JobView
@@ -74,11 +74,11 @@ def check_job(spec: dict[str, Any], tenant: str, settings: GenjobSettings) -> Ch
 
 
 def failed_status(reason: Reason, message: str, now: str) -> dict[str, Any]:
-    return {"phase": "Failed", "reason": str(reason), "message": message, "finishedAt": now}
+    return {"phase": Phase.FAILED, "reason": str(reason), "message": message, "finishedAt": now}
 
 
 def quota_status(message: str) -> dict[str, Any]:
-    return {"phase": "Pending", "reason": str(Reason.QUOTA_EXCEEDED), "message": message}
+    return {"phase": Phase.PENDING, "reason": str(Reason.QUOTA_EXCEEDED), "message": message}
 
 
 def job_meta(view: JobView, tenant: str, model: str) -> dict[str, str]:
@@ -178,7 +178,7 @@ class Admitter:
             view.admitted
             and not view.deleting
             and not view.is_final
-            and view.phase in (None, "Pending")
+            and view.phase in (None, Phase.PENDING)
             and view.uid not in self._ensured
         )
 
@@ -251,7 +251,7 @@ class Admitter:
             "queued as soon as Redis has room (raise redis.maxmemory or shorten retention)"
         )
         updated = self.kube.patch_status(
-            view, {"phase": "Pending", "reason": str(Reason.QUEUE_FULL), "message": message}
+            view, {"phase": Phase.PENDING, "reason": str(Reason.QUEUE_FULL), "message": message}
         )
         self._queue_full.add(view.uid)
         self.cache.observe(updated)

@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from genjob.jobspec import Phase
+
 FINALIZER = "genjob.io/cleanup"
-GROUP, VERSION, PLURAL, KIND = "genjob.io", "v1alpha1", "generationjobs", "GenerationJob"
-FINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 
 def _rv(value: str | None) -> int:
@@ -54,8 +54,9 @@ class JobView:
         )
 
     @property
-    def phase(self) -> str | None:
-        return self.status.get("phase")
+    def phase(self) -> Phase | None:
+        phase = self.status.get("phase")
+        return Phase(phase) if phase else None
 
     @property
     def reason(self) -> str | None:
@@ -68,11 +69,11 @@ class JobView:
 
     @property
     def is_final(self) -> bool:
-        return self.phase in FINAL_PHASES
+        return self.phase is not None and self.phase.is_final
 
     @property
     def waiting_for_admission(self) -> bool:
-        return not self.admitted and not self.deleting and self.phase in (None, "Pending")
+        return not self.admitted and not self.deleting and self.phase in (None, Phase.PENDING)
 
     @property
     def order_key(self) -> tuple[str, str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from genjob_operator.cache import GROUP, PLURAL, VERSION
+from genjob.crd import GROUP, PLURAL, VERSION
 
 
 @kopf.on.startup()

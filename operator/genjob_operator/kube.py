@@ -17,7 +17,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from genjob_operator.cache import FINALIZER, GROUP, KIND, PLURAL, VERSION, JobView
+from genjob.crd import GROUP, KIND, PLURAL, VERSION
+from genjob_operator.cache import FINALIZER, JobView
 from genjob_operator.metrics import OperatorMetrics
 from genjob_operator.quota import tenant_of
 

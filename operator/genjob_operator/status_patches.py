@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from genjob.jobspec import ColdStart, JobResult
+from genjob.jobspec import ColdStart, JobResult, Phase
 from genjob.queue import EventType, JobEvent, JobRecord, JobState, WorkerStart
 from genjob_operator.kube import now_rfc3339
 
@@ -68,7 +68,12 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
     gpu = f.get("gpu_seconds")
     usage = {"usage": {"gpuSeconds": round(float(gpu), 3)}} if gpu not in (None, "") else {}
     if t == EventType.QUEUED:
-        patch: dict[str, Any] = {"phase": "Queued", "queuedAt": _ts(event), "reason": None, "message": None}
+        patch: dict[str, Any] = {
+            "phase": Phase.QUEUED,
+            "queuedAt": _ts(event),
+            "reason": None,
+            "message": None,
+        }
         model = event.meta.get("model")
         if model:
             patch["model"] = model
@@ -79,7 +84,7 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
         return patch
     if t == EventType.RUNNING:
         patch = {
-            "phase": "Running",
+            "phase": Phase.RUNNING,
             "worker": f.get("worker"),
             "startedAt": _ts(event),
             "reason": None,
@@ -94,7 +99,7 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
         return patch
     if t == EventType.REQUEUED:
         patch = {
-            "phase": "Queued",
+            "phase": Phase.QUEUED,
             "reason": f.get("reason") or None,
             "message": f.get("message") or None,
             "worker": None,
@@ -108,7 +113,7 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
         delay = (event.int_field("delay_ms") or 0) / 1000
         message = f"attempt {attempt} failed: {f.get('message') or f.get('reason')}; retrying in {delay:g}s"
         return {
-            "phase": "Queued",
+            "phase": Phase.QUEUED,
             "reason": f.get("reason") or None,
             "message": message,
             "attempts": attempt,
@@ -121,7 +126,7 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
         return progress_fields(step, total) if step is not None and total is not None else None
     if t == EventType.SUCCEEDED:
         patch = {
-            "phase": "Succeeded",
+            "phase": Phase.SUCCEEDED,
             "reason": "Completed",
             "message": None,
             "finishedAt": _ts(event),
@@ -131,7 +136,7 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
         return patch
     if t == EventType.FAILED:
         patch = {
-            "phase": "Failed",
+            "phase": Phase.FAILED,
             "reason": f.get("reason") or "GenerationError",
             "message": f.get("message") or None,
             "finishedAt": _ts(event),
@@ -142,7 +147,7 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
         return patch
     if t == EventType.CANCELLED:
         return {
-            "phase": "Cancelled",
+            "phase": Phase.CANCELLED,
             "reason": "Cancelled",
             "message": f.get("message") or "cancelled",
             "finishedAt": _ts(event),
@@ -152,9 +157,9 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
 
 
 FINAL_PHASE = {
-    JobState.SUCCEEDED: "Succeeded",
-    JobState.FAILED: "Failed",
-    JobState.CANCELLED: "Cancelled",
+    JobState.SUCCEEDED: Phase.SUCCEEDED,
+    JobState.FAILED: Phase.FAILED,
+    JobState.CANCELLED: Phase.CANCELLED,
 }
 
 
@@ -165,14 +170,14 @@ def record_to_status_patch(record: JobRecord) -> dict[str, Any] | None:
         return None
     patch: dict[str, Any] = {
         "phase": phase,
-        "reason": record.reason or ("Completed" if phase == "Succeeded" else phase),
+        "reason": record.reason or ("Completed" if phase == Phase.SUCCEEDED else phase),
         "message": record.message or None,
         "usage": {"gpuSeconds": round(record.gpu_seconds, 3)},
     }
     # status.attempts is the attempt number, as on the events: the record counts failed attempts.
-    if phase == "Succeeded":
+    if phase == Phase.SUCCEEDED:
         patch["attempts"] = record.attempts + 1
-    elif phase == "Failed":
+    elif phase == Phase.FAILED:
         patch["attempts"] = record.attempts
     if record.finished_at_ms:
         patch["finishedAt"] = now_rfc3339(record.finished_at_ms / 1000)
@@ -183,7 +188,7 @@ def record_to_status_patch(record: JobRecord) -> dict[str, Any] | None:
     if record.queue_seconds is not None:
         patch["queueSeconds"] = round(record.queue_seconds, 3)
     patch["coldStart"] = worker_start_fields(record.cold_start)
-    if phase == "Succeeded":
+    if phase == Phase.SUCCEEDED:
         patch["result"] = _result(record.result)
         if record.progress_total:
             patch.update(progress_fields(record.progress_total, record.progress_total))

@@ -30,6 +30,7 @@ import redis
 import structlog
 from kubernetes.client.exceptions import ApiException
 
+from genjob.jobspec import Phase
 from genjob.keys import RedisKeys
 from genjob.queue import EventReader, EventType, JobEvent, JobQueue
 from genjob_operator.cache import JobCache, JobView
@@ -165,7 +166,7 @@ class StatusSync:
             if update.progress_only and not self.sampler.due(job_id, now):
                 continue
             total = self._totals.pop(job_id, None) if update.final else None
-            if total and update.patch.get("phase") == "Succeeded":
+            if total and update.patch.get("phase") == Phase.SUCCEEDED:
                 update.patch.update(progress_fields(total, total))
             todo.append((view, update))
         if len(todo) <= 1:
@@ -213,7 +214,7 @@ class StatusSync:
             if record is None:
                 # Queued/Running were written from the queue's own events, so the record
                 # existed; an admitted job without a phase yet is the admitter's to resume.
-                if view.phase in ("Queued", "Running") and self.on_lost is not None:
+                if view.phase in (Phase.QUEUED, Phase.RUNNING) and self.on_lost is not None:
                     self.on_lost(view)
                 continue
             if not record.finished_at_ms:
@@ -232,7 +233,9 @@ class StatusSync:
             if written:
                 phase = str(patch["phase"])
                 message = f"{phase} (restored from the queue record; its stream event was lost)"
-                self.events.post(view.namespace, view.name, view.uid, phase, message, phase != "Succeeded")
+                self.events.post(
+                    view.namespace, view.name, view.uid, phase, message, phase != Phase.SUCCEEDED
+                )
             writes += written
         return writes
 

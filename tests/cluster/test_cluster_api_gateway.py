@@ -21,6 +21,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from genjob.crd import GROUP, PLURAL, VERSION
 from genjob.keys import RedisKeys
 from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobQueue, NewJob
@@ -28,7 +29,6 @@ from genjob.settings import GenjobSettings
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 WEBHOOK_SECRET = "whsec-cluster-0123456789abcdef"
 
 PNG = bytes.fromhex(

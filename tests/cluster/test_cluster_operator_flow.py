@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from genjob.connect import job_queue
+from genjob.crd import GROUP, PLURAL, VERSION
 from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobState, read_history
 from genjob.settings import GenjobSettings
@@ -26,7 +27,6 @@ from .conftest import wait_for as _wait_for
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 REPO = Path(__file__).resolve().parents[2]
 QUEUE = {"lease_seconds": 3, "retry_backoff_base_seconds": 0.2, "retry_backoff_max_seconds": 1}
 LONG = {"width": 512, "height": 512, "steps": 30}  # ~30 s on 2 CPU cores: time to act mid-run

@@ -14,11 +14,12 @@ import uuid
 import pytest
 import yaml
 
+from genjob.crd import GROUP, PLURAL, VERSION
+
 from .conftest import wait_for
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 GPU = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU, "value": "true", "effect": "NoSchedule"}
 

@@ -17,6 +17,7 @@ import structlog
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from genjob.crd import GROUP, PLURAL, VERSION
 from genjob.jobspec import ColdStart, GenerationJobSpec, Phase
 from genjob.queue import JobEvent, JobQueue
 from genjob.settings import GenjobSettings
@@ -29,7 +30,6 @@ from genjob_api.webhook_delivery import WebhookTarget
 
 log = structlog.get_logger("genjob.api.backends")
 
-GROUP, VERSION, PLURAL = "genjob.io", "v1alpha1", "generationjobs"
 TENANT_LABEL = "genjob.io/tenant"
 KEY_LABEL = "genjob.io/api-key"
 WEBHOOK_ANNOTATION = "genjob.io/webhook-url"
