@@ -3,14 +3,14 @@ without the other would make `helm install` serve different limits than `genjob 
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
 from genjob.tiers import TierConfig, default_tiers
 
-from . import chart_testlib as chartlib
 
-
-def test_chart_tier_queues_equal_the_core_defaults() -> None:
+def test_chart_tier_queues_equal_the_core_defaults(chartlib: Any) -> None:
     values = yaml.safe_load((chartlib.CHART_DIR / "values.yaml").read_text())
     chart = {name: TierConfig.model_validate(tier["queue"]) for name, tier in values["tiers"].items()}
     assert list(chart) == list(default_tiers())  # same tiers, same order (highest first)
