@@ -20,6 +20,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
 | `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
+| `{p}:tenant-active:{tenant}` | set | gateway (local mode): job ids of a tenant that may be unfinished |
 
 The KEDA ScaledObjects of the Helm chart read `pending`, `pending:{tier}:by-priority` and
 `inflight` by these names. The Lua scripts derive the by-priority keys from the pending key
@@ -93,6 +94,11 @@ class RedisKeys:
     def tenant_jobs(self, tenant: str) -> str:
         """Gateway (local mode): the job ids a tenant created, scored by creation time in ms."""
         return f"{self.prefix}:tenant-jobs:{tenant}"
+
+    def tenant_active(self, tenant: str) -> str:
+        """Gateway (local mode): ids of a tenant's jobs that may be unfinished; finished ones are
+        pruned when the tenant reaches its cap (api.max_queued_per_tenant)."""
+        return f"{self.prefix}:tenant-active:{tenant}"
 
     def tier_keys(self, tier: str) -> list[str]:
         """The per-tier keys, in the order the Lua scripts expect them."""

@@ -236,6 +236,13 @@ class ApiSettings(_Section):
     max_streams_per_key: int = Field(
         8, ge=1, le=1000, description="Event streams (SSE) one API key may hold open on one gateway replica."
     )
+    max_queued_per_tenant: int = Field(
+        1000,
+        ge=0,
+        description="Local mode: unfinished jobs (queued, waiting to retry or running) one tenant "
+        "may have; more are refused with 429 tenant_queue_full. 0: no cap. Cluster mode caps "
+        "tenants per tier with tiers[].limits.max_concurrent_per_tenant (jobs over it wait Pending).",
+    )
     webhook_allow_private: bool = Field(
         False,
         description="Allow webhook URLs on loopback, private, link-local and other non-public "

@@ -69,6 +69,7 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
             retention,
             wait_replicas=settings.redis.wait_replicas,
             wait_timeout_ms=settings.redis.wait_timeout_ms,
+            max_unfinished_per_tenant=settings.api.max_queued_per_tenant,
         )
         backend = LocalBackend(queue, submitter, estimator, retention)
     return GatewayState(

@@ -105,8 +105,10 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     keys.write_text(json.dumps([{"key_sha256": hash_key("k1"), "tenant": "t", "tier": "pro"}]))
     clients: list[TestClient] = []
 
-    def start(url: str, **redis_settings: object) -> TestClient:
-        settings = GenjobSettings(redis={"url": url, **redis_settings}, api={"api_keys_file": str(keys)})
+    def start(url: str, api: dict[str, object] | None = None, **redis_settings: object) -> TestClient:
+        settings = GenjobSettings(
+            redis={"url": url, **redis_settings}, api={"api_keys_file": str(keys), **(api or {})}
+        )
         client = TestClient(create_app(settings, background=False)).__enter__()
         clients.append(client)
         return client
@@ -178,3 +180,21 @@ def test_a_full_redis_answers_queue_full(gateway: Gateway, redis_server: RedisSe
     assert (
         api.post("/v1/generations", json=BODY, headers={**HEADERS, "Idempotency-Key": "x"}).status_code == 202
     )
+
+
+def test_a_tenant_over_its_cap_of_unfinished_jobs_is_refused_until_one_finishes(
+    gateway: Gateway, redis_server: RedisServer
+) -> None:
+    """Local mode: `api.max_queued_per_tenant` unfinished jobs per tenant; more is a 429 that
+    names the cap, and a finished (here: cancelled) job frees its place."""
+    redis_server.client().flushdb()
+    api = gateway(redis_server.url, api={"max_queued_per_tenant": 2})
+    auth = {"Authorization": "Bearer k1"}
+    first, second = (api.post("/v1/generations", json=BODY, headers=auth) for _ in range(2))
+    assert first.status_code == second.status_code == 202
+    over = api.post("/v1/generations", json=BODY, headers=auth)
+    assert over.status_code == 429, over.text
+    assert over.json()["error"]["code"] == "tenant_queue_full" and "2" in over.json()["error"]["message"]
+    assert len(job_keys(redis_server.client())) == 2, "nothing queued for the refused request"
+    assert api.delete(f"/v1/generations/{first.json()['id']}", headers=auth).status_code == 200
+    assert api.post("/v1/generations", json=BODY, headers=auth).status_code == 202

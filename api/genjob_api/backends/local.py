@@ -20,7 +20,8 @@ from genjob.queue import CancelOutcome, JobEvent, JobQueue, JobRecord, JobState
 from genjob.timestamps import iso_ms
 from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views
-from genjob_api.backends.local_submit import SubmitScript
+from genjob_api.backends.local_submit import SubmitScript, TenantQueueFullError
+from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhook_delivery import WebhookTarget
@@ -60,7 +61,10 @@ class LocalBackend:
         rate: RateCounter | None,
     ) -> tuple[Generation, RateDecision | None]:
         job = new_job(job_id, spec, meta)
-        submitted = await self.submitter.submit(job, caller.tenant, rate)
+        try:
+            submitted = await self.submitter.submit(job, caller.tenant, rate)
+        except TenantQueueFullError as exc:
+            raise ApiError(429, "tenant_queue_full", str(exc)) from None
         if not submitted.result.created:
             view = await run_in_threadpool(self.get, job_id, caller)
             if view is not None:

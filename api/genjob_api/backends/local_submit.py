@@ -34,6 +34,16 @@ from genjob_api.ratelimit import (
 )
 
 
+class TenantQueueFullError(Exception):
+    """The tenant has its cap of unfinished jobs (api.max_queued_per_tenant); nothing was queued."""
+
+    def __init__(self, tenant: str, unfinished: int, cap: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {unfinished} unfinished jobs, its cap is {cap}; "
+            "retry when some have finished (or cancel some)"
+        )
+
+
 @dataclass(frozen=True)
 class Submitted:
     result: EnqueueResult
@@ -53,6 +63,7 @@ class SubmitScript:
         *,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
+        max_unfinished_per_tenant: int = 0,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -61,6 +72,7 @@ class SubmitScript:
         self.retention_ms = retention_seconds * 1000
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.max_unfinished_per_tenant = max_unfinished_per_tenant
 
     async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
         if not self.wait_replicas:
@@ -91,10 +103,19 @@ class SubmitScript:
             self.keys.tier_workers(job.tier),
             self.keys.tenant_jobs(tenant),
             rate.key if rate else "",  # "": unused
+            self.keys.tenant_active(tenant),
         ]
-        args += [rate.limit if rate else 0, COUNTER_TTL_SECONDS, ACTIVE_WORKER_WINDOW_MS, self.retention_ms]
+        args += [
+            rate.limit if rate else 0,
+            COUNTER_TTL_SECONDS,
+            ACTIVE_WORKER_WINDOW_MS,
+            self.retention_ms,
+            self.max_unfinished_per_tenant,
+        ]
         reply = await self._run(keys, args)
         decision = RateDecision.of(int(reply[1]), rate.limit, rate.now) if rate else None
+        if reply[0] == -1:
+            raise TenantQueueFullError(tenant, int(reply[2]), self.max_unfinished_per_tenant)
         if not reply[0]:
             assert decision is not None  # only a counted request can be over the limit
             raise RateLimitedError(decision)
