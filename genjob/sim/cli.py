@@ -89,7 +89,9 @@ def _sim(args: argparse.Namespace) -> int:
                 print(f"recommend: {line}", file=sys.stderr)
 
         space = SearchSpace(push=(False, True) if args.allow_push else ())
-        result = recommend(scenario, targets, catalog, calibration, space, progress=progress)
+        result = recommend(
+            scenario, targets, catalog, calibration, space, search_days=args.search_days, progress=progress
+        )
         best = result.best
         fragment = values_fragment(best.scenario, list(targets), catalog, args.allow_push)
         out["recommendation"] = {
@@ -158,6 +160,12 @@ def register(subparsers: Any) -> None:
         "--recommend", action="store_true", help="search the cheapest pool values meeting --target"
     )
     p.add_argument("--target", action="append", metavar="TIER=SECONDS", help="p95 wait target (repeatable)")
+    p.add_argument(
+        "--search-days",
+        type=int,
+        metavar="N",
+        help="--recommend: simulate N days per candidate (default: the scenario's days; fewer is faster)",
+    )
     p.add_argument(
         "--allow-push", action="store_true", help="let --recommend use push activation (issue 14's trigger)"
     )

@@ -136,8 +136,8 @@ def recommend(
     progress: Callable[[str], None] | None = None,
 ) -> Recommendation:
     """Search on `search_days` days (default: the scenario's) from two starting points, then check
-    the winner on the scenario's days and `check_seeds` other seeds; when a run misses a target, search again
-    with that target tightened by the miss (at most TIGHTEN_PASSES times)."""
+    the winner on the scenario's days and `check_seeds` other seeds; when a run misses a target,
+    search again with that target tightened by the miss (at most TIGHTEN_PASSES times)."""
     unknown = sorted(set(targets) - set(scenario.pools))
     if unknown:
         raise ValueError(f"targets for unknown tier(s) {unknown}; tiers are {sorted(scenario.pools)}")
@@ -156,11 +156,13 @@ def recommend(
                 best = found
         assert best is not None
         full = best.scenario.model_copy(update={"days": scenario.days})
-        runs_full = [
+        reused = best.scenario.days == scenario.days  # the search already ran the first seed
+        runs_full = [best] if reused else []
+        runs_full += [
             _evaluate(full.model_copy(update={"seed": full.seed + i}), catalog, calibration)
-            for i in range(check_seeds + 1)
+            for i in range(len(runs_full), check_seeds + 1)
         ]
-        simulations += len(runs_full)
+        simulations += len(runs_full) - reused
         result = Recommendation(runs_full[0], runs_full[1:], targets, simulations)
         miss = result.worst_ratio
         if miss <= 1.0 or best.ratio(goal) > 1.0:

@@ -69,12 +69,16 @@ class PoolValues(BaseModel):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     keda: KedaValues = KedaValues()
 
+    @model_validator(mode="after")
+    def _batch_size_in_range(self) -> PoolValues:
+        size = self.extra_config.get("batch_size", 1)
+        if not isinstance(size, int) or not 1 <= size <= 16:
+            raise ValueError(f"extraConfig.batch_size must be an integer 1..16, got {size!r}")
+        return self
+
     @property
     def batch_size(self) -> int:
-        size = int(self.extra_config.get("batch_size", 1))
-        if not 1 <= size <= 16:
-            raise ValueError(f"extraConfig.batch_size must be 1..16, got {size}")
-        return size
+        return int(self.extra_config.get("batch_size", 1))
 
     @property
     def drain_grace_seconds(self) -> float:
@@ -241,7 +245,6 @@ class Scenario(BaseModel):
             if w.tier not in self.tiers:
                 raise ValueError(f"workload for unknown tier {w.tier!r}; tiers are {sorted(self.tiers)}")
         for name, pool in self.pools.items():
-            pool.batch_size  # noqa: B018  (validates extraConfig.batch_size)
             wanted = pool.node_selector.get(INSTANCE_TYPE_LABEL)
             allowed = self.node_pools[pool.capacity_type].instance_types
             if wanted is not None and wanted not in allowed:

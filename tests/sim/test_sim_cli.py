@@ -80,3 +80,12 @@ def test_an_invalid_scenario_names_the_field(tmp_path: Path, capsys: pytest.Capt
     bad.write_text(SMALL.replace("rate_per_hour: 60", "rate_per_hour: -1"))
     assert main(["sim", str(bad)]) == 2
     assert "rate_per_hour" in capsys.readouterr().err
+
+
+def test_a_batch_size_the_worker_refuses_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMALL + "pools:\n  pro:\n    extraConfig: {batch_size: 40}\n")
+    assert main(["sim", str(bad)]) == 2
+    assert "batch_size must be an integer 1..16" in capsys.readouterr().err
