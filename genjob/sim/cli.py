@@ -78,7 +78,7 @@ def _sim(args: argparse.Namespace) -> int:
         out["design"] = {"title": design.title, "steps": [s.model_dump() for s in steps]}
         text += [format_reproduction(design, steps), ""]
     if args.recommend:
-        from genjob.sim.recommend import SearchSpace, recommend, values_fragment
+        from genjob.sim.recommend import recommend, values_fragment
 
         targets = parse_targets(args.target or [])
         if not targets:
@@ -88,12 +88,11 @@ def _sim(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"recommend: {line}", file=sys.stderr)
 
-        space = SearchSpace(push=(False, True) if args.allow_push else ())
         result = recommend(
-            scenario, targets, catalog, calibration, space, search_days=args.search_days, progress=progress
+            scenario, targets, catalog, calibration, search_days=args.search_days, progress=progress
         )
         best = result.best
-        fragment = values_fragment(best.scenario, list(targets), catalog, args.allow_push)
+        fragment = values_fragment(best.scenario, list(targets), catalog)
         out["recommendation"] = {
             "targets_p95_seconds": targets,
             "meets_targets_on_every_seed": result.meets,
@@ -165,9 +164,6 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="N",
         help="--recommend: simulate N days per candidate (default: the scenario's days; fewer is faster)",
-    )
-    p.add_argument(
-        "--allow-push", action="store_true", help="let --recommend use push activation (issue 14's trigger)"
     )
     p.add_argument("--coldstart", metavar="MEASURED.json", help="compare with a measured cold-start file")
     p.set_defaults(func=_run)

@@ -7,8 +7,8 @@ What runs, per tier (names as in the chart and karpenter/):
 - a worker claims from its pool's consumption order (tiers.consumption_order: own tier, then
   spill-over tiers), up to `batch_size` jobs of one batch key from one tier (claim.lua);
 - KEDA polls pending + priority + in-flight of the pool's own tier every pollingInterval (the
-  chart's scalingModifiers formula): work -> 0 to 1
-  replicas (at once with push activation); no work for cooldownPeriod -> minReplicas;
+  chart's scalingModifiers formula): work -> 0 to 1 replicas, at once when the operator's push
+  scaler is on (operator.pushScaler.enabled); no work for cooldownPeriod -> minReplicas;
 - the HPA syncs every 15 s: ceil(that sum / listLength) outside the tolerance, scale-up
   by max(4 pods, 100%) per period, scale-down by the chart's policy (stabilization window =
   cooldownPeriod, one pod a minute); the ReplicaSet removes unscheduled, then starting, then idle,
@@ -274,7 +274,7 @@ class Simulation:
             at = next((i for i, other in enumerate(items) if other.priority < job.priority), len(items))
         items.insert(at, job)
         pool = self.pools.get(job.tier)
-        if pool is not None and pool.values.keda.push and pool.replicas == 0:
+        if pool is not None and self.sc.push_scaler and pool.replicas == 0:
             self._activate(pool, self.cal.keda_push_activation_seconds)
         self._dispatch(job.tier)
 

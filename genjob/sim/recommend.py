@@ -2,7 +2,7 @@
 
 The search is coordinate descent over each targeted tier's pool values (capacity type, instance
 type, listLength, pollingInterval, cooldownPeriod, minReplicas, maxReplicas, the worker's
-batch_size; push activation only when asked): try every value of one setting with the others
+batch_size): try every value of one setting with the others
 fixed, keep the best, and repeat until a full round changes nothing. It starts twice: from the
 scenario's values and from a generous scale-to-zero preset. "Best" is a config that meets every
 target at the lowest $/month; while none meets them, the one closest to its targets. Candidates
@@ -36,7 +36,6 @@ class SearchSpace:
     min_replicas: tuple[int, ...] = (0, 1, 2)  # keda.minReplicas
     max_replicas: tuple[int, ...] = (4, 8, 12, 16, 24)  # keda.maxReplicas
     batch_sizes: tuple[int, ...] = (1, 2, 4)  # extraConfig.batch_size
-    push: tuple[bool, ...] = ()  # keda.push (issue 14's external-push trigger), when allowed
 
 
 MAX_ROUNDS = 4
@@ -107,7 +106,6 @@ def _options(scenario: Scenario, tier: str, space: SearchSpace) -> list[dict[str
     options += [{"keda": {"minReplicas": v}} for v in space.min_replicas if v <= pool.keda.max_replicas]
     options += [{"keda": {"maxReplicas": v}} for v in space.max_replicas if v >= pool.keda.min_replicas]
     options += [{"extraConfig": {"batch_size": v}} for v in space.batch_sizes]
-    options += [{"keda": {"push": v}} for v in space.push]
     return options
 
 
@@ -203,13 +201,13 @@ def _descend(
     return best, runs
 
 
-def values_fragment(scenario: Scenario, tiers: list[str], catalog: Catalog, allow_push: bool = False) -> str:
+def values_fragment(scenario: Scenario, tiers: list[str], catalog: Catalog) -> str:
     """The pools of `tiers` as a values.yaml fragment (`helm install -f` accepts it); the node type
     the simulation assumed is pinned with a nodeSelector."""
     out: dict[str, Any] = {"tiers": {}}
     for tier in tiers:
         pool = scenario.pools[tier]
-        keda = pool.keda.model_dump(by_alias=True, exclude={"push"})
+        keda = pool.keda.model_dump(by_alias=True)
         instance = instance_types(scenario, catalog, tier)[0]
         node_selector = {
             "genjob.io/node-role": "gpu-worker",
@@ -222,8 +220,4 @@ def values_fragment(scenario: Scenario, tiers: list[str], catalog: Catalog, allo
         if pool.batch_size > 1:
             out["tiers"][tier]["pool"]["extraConfig"] = {"batch_size": pool.batch_size}
     text = yaml.safe_dump(out, sort_keys=False)
-    if allow_push:
-        pushed = [t for t in tiers if scenario.pools[t].keda.push]
-        if pushed:
-            text += f"# push activation assumed for {pushed}: the chart's external-push trigger (issue 14)\n"
     return text

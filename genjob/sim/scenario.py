@@ -37,7 +37,7 @@ _CAMEL = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class KedaValues(BaseModel):
-    """`worker.keda` of the chart (plus `push`, the external-push activation of issue 14)."""
+    """`worker.keda` of the chart."""
 
     model_config = _CAMEL
 
@@ -46,7 +46,6 @@ class KedaValues(BaseModel):
     polling_interval: int = Field(15, ge=1, alias="pollingInterval")
     cooldown_period: int = Field(300, ge=0, alias="cooldownPeriod")
     list_length: int = Field(1, ge=1, alias="listLength")
-    push: bool = Field(False, description="Activate 0 -> 1 on enqueue instead of at the next poll.")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> KedaValues:
@@ -210,6 +209,11 @@ class Scenario(BaseModel):
     node_pools: dict[CapacityType, NodePoolValues] = Field(default_factory=shipped_node_pools)
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     spot_interruptions_per_hour: float | None = Field(None, ge=0, description="Overrides the catalog's.")
+    push_scaler: bool = Field(
+        True,
+        description="The chart's operator.pushScaler.enabled: a pool at zero starts the moment a job is "
+        "queued for its tier, not at KEDA's next poll.",
+    )
     model_load_seconds: float | None = Field(
         None,
         ge=0,

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from genjob.sim.scenario import CHART_TIER_POOLS, KedaValues, PoolValues, shipped_node_pools
+from genjob.sim.scenario import CHART_TIER_POOLS, KedaValues, PoolValues, Scenario, shipped_node_pools
 from genjob.tiers import default_tiers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def test_pool_defaults_are_the_chart_worker_defaults() -> None:
     assert pool.termination_grace_period_seconds == worker["terminationGracePeriodSeconds"]
     assert pool.drain_margin_seconds == worker["drainMarginSeconds"]
     assert pool.spill_over == worker["spillOver"]
-    assert keda.model_dump(by_alias=True, exclude={"push"}) == worker["keda"]
+    assert keda.model_dump(by_alias=True) == worker["keda"]
 
 
 def test_per_tier_pool_overrides_are_the_chart_tiers() -> None:
@@ -59,3 +59,8 @@ def test_node_pools_are_the_shipped_karpenter_node_pools() -> None:
         assert set(shipped[capacity].instance_types) == types
         after = _seconds(doc["spec"]["disruption"]["consolidateAfter"])
         assert shipped[capacity].consolidate_after_seconds == after
+
+
+def test_push_activation_follows_the_chart_operator_push_scaler() -> None:
+    default = Scenario.model_fields["push_scaler"].default
+    assert default is _values()["operator"]["pushScaler"]["enabled"] is True

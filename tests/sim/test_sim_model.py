@@ -29,7 +29,7 @@ def _burst(jobs: int, **job: Any) -> dict[str, Any]:
 
 
 def test_push_activation_cold_start_is_the_sum_of_its_phases(scenario: Build, run: Run) -> None:
-    sc = scenario(**_burst(1), pools={"pro": {"keda": {"push": True}}})
+    sc = scenario(**_burst(1))  # the chart's default: operator.pushScaler.enabled
     cal, catalog = load_calibration("aws"), load_catalog()
     expected = (
         cal.keda_push_activation_seconds
@@ -44,10 +44,13 @@ def test_push_activation_cold_start_is_the_sum_of_its_phases(scenario: Build, ru
 
 
 def test_polling_adds_up_to_one_interval_and_the_poll_to_scale_delay(scenario: Build, run: Run) -> None:
-    pushed = waits(run(scenario(**_burst(1), pools={"pro": {"keda": {"push": True}}})))[0]
+    pushed = waits(run(scenario(**_burst(1))))[0]
     cal = load_calibration("aws")
     for interval in (5, 30):
-        polled = waits(run(scenario(**_burst(1), pools={"pro": {"keda": {"pollingInterval": interval}}})))[0]
+        polling_only = scenario(
+            **_burst(1), push_scaler=False, pools={"pro": {"keda": {"pollingInterval": interval}}}
+        )
+        polled = waits(run(polling_only))[0]
         extra = polled - pushed + cal.keda_push_activation_seconds - cal.keda_poll_to_scale_seconds
         assert 0 <= extra <= interval
 
