@@ -240,3 +240,11 @@ class GenerationJobStatus(_Wire):
     observed_generation: int | None = None
     queue_seconds: float | None = Field(None, ge=0, description="Enqueue to the start of the latest attempt.")
     cold_start: ColdStart | None = None
+    resumed_from_step: int | None = Field(
+        None,
+        ge=0,
+        description="Step the latest attempt resumed from (a preempted job's checkpoint); 0: from the start.",
+    )
+    steps_saved: int | None = Field(
+        None, ge=0, description="Denoising steps not run again thanks to checkpoints, over all attempts."
+    )

@@ -99,6 +99,11 @@ class Generation(Wire):
     cold_start: ColdStart | None = Field(
         None, description="Set when the job was its worker's first: where its wait went (cold start)."
     )
+    resumed_from_step: int | None = Field(
+        None,
+        description="Step the latest attempt resumed from (a preempted job's checkpoint); 0: from the start.",
+    )
+    steps_saved: int = Field(0, description="Denoising steps not run again thanks to checkpoints.")
     images: list[ImageOut] = Field(default_factory=list)
     spec: dict[str, Any] = Field(default_factory=dict, description="The GenerationJob spec (camelCase).")
     _store_uris: list[str] = PrivateAttr(default_factory=list)

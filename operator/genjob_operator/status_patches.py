@@ -6,7 +6,9 @@ queueSeconds, and coldStart for a worker's first job: see cold_start.py);
 requeued/retrying -> Queued with reason (WorkerLost, Preempted, ...) and message;
 succeeded -> Succeeded (result, usage.gpuSeconds, finishedAt); failed -> Failed (reason,
 message, attempts); cancelled -> Cancelled; progress -> progress/progressText;
-cancel_requested -> nothing (the CR is being deleted).
+cancel_requested -> nothing (the CR is being deleted); resumed -> resumedFromStep and
+stepsSaved (a worker continued a preempted job from its checkpoint); warning -> message
+(and a Kubernetes Warning Event, e.g. a refused checkpoint: the job started over).
 `fold_events` folds a batch into one patch per job; `record_to_status_patch` derives the
 final status from a finished queue record (the resync of `status_sync`).
 `status.attempts` is the attempt number, as on the events.
@@ -35,6 +37,8 @@ EVENT_REASONS: dict[EventType, tuple[str, bool]] = {
     EventType.SUCCEEDED: ("Succeeded", False),
     EventType.FAILED: ("Failed", True),
     EventType.CANCELLED: ("Cancelled", False),
+    EventType.RESUMED: ("Resumed", False),
+    EventType.WARNING: ("Warning", True),
 }
 
 
@@ -121,6 +125,10 @@ def event_to_status_patch(event: JobEvent) -> dict[str, Any] | None:
             "progress": None,
             "progressText": None,
         }
+    if t == EventType.RESUMED:
+        return {"resumedFromStep": event.int_field("step"), "stepsSaved": event.int_field("steps_saved")}
+    if t == EventType.WARNING:
+        return {"message": f.get("message") or None}
     if t == EventType.PROGRESS:
         step, total = event.int_field("step"), event.int_field("total")
         return progress_fields(step, total) if step is not None and total is not None else None
@@ -205,6 +213,10 @@ def event_message(event: JobEvent) -> str:
         return f"succeeded: {uris or 'no images'}"
     if event.type == EventType.QUEUED:
         return f"queued in tier {event.tier}"
+    if event.type == EventType.RESUMED:
+        return (
+            f"resumed from step {f.get('step')}/{f.get('total')} ({f.get('steps_saved')} steps saved in all)"
+        )
     return f.get("message") or f.get("reason") or event.type.value
 
 

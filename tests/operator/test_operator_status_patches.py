@@ -6,7 +6,13 @@ import json
 
 from genjob.jobspec import GenerationJobStatus
 from genjob.queue import EventType, JobEvent, JobRecord, WorkerStart
-from genjob_operator.status_patches import event_to_status_patch, fold_events, record_to_status_patch
+from genjob_operator.status_patches import (
+    EVENT_REASONS,
+    event_message,
+    event_to_status_patch,
+    fold_events,
+    record_to_status_patch,
+)
 
 RESULT = {
     "images": [{"uri": "file:///r/a.png", "sha256": "a" * 64, "sizeBytes": 10, "width": 64, "height": 64}],
@@ -98,3 +104,17 @@ def test_record_of_a_dead_lettered_job_gives_failed_with_its_reason():
     assert patch["phase"] == "Failed" and patch["reason"] == "WorkerLost" and patch["attempts"] == 2
     assert patch["finishedAt"] == "2023-11-14T22:13:20Z" and "result" not in patch
     assert record_to_status_patch(JobRecord.from_hash({**base, "state": "running"})) is None
+
+
+def test_resumed_and_warning_events_reach_status_and_kubernetes_events():
+    """A resumed job shows where it continued and the steps saved (a Normal Event); a refused
+    checkpoint shows its message (a Warning Event); both validate against the status model."""
+    resumed = ev("resumed", step="20", total="50", steps_saved="20")
+    warning = ev("warning", reason="CheckpointRefused", message="checkpoint refused, starting from step 0: x")
+    assert event_to_status_patch(resumed) == {"resumedFromStep": 20, "stepsSaved": 20}
+    assert event_to_status_patch(warning) == {"message": "checkpoint refused, starting from step 0: x"}
+    update = fold_events([resumed, warning])["j1"]
+    GenerationJobStatus.model_validate(update.patch)
+    assert [e.type for e in update.transitions] == [EventType.RESUMED, EventType.WARNING]
+    assert event_message(resumed) == "resumed from step 20/50 (20 steps saved in all)"
+    assert EVENT_REASONS[EventType.WARNING] == ("Warning", True)

@@ -121,7 +121,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
         "state": values,
         "channels_last": sorted(name for name, t in tensors.items() if _is_channels_last(t)),
     }
-    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    tensors = _unshared({name: tensor.contiguous() for name, tensor in tensors.items()})
     body = save_safetensors(tensors, metadata={"genjob": json.dumps(header, separators=(",", ":"))})
     return _PREFIX.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest()) + body
 
@@ -169,6 +169,18 @@ def decode(data: bytes) -> Checkpoint:
         )
     except (SafetensorError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointRefusedError(f"checkpoint content is invalid: {type(exc).__name__}: {exc}") from None
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (a solver may keep the latents object in
+    its history); give each its own copy."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
 
 
 def _is_channels_last(tensor: torch.Tensor) -> bool:

@@ -245,12 +245,14 @@ class StepTracker:
     _latents: torch.Tensor | None = None
     _index: int = 0
     _fresh: Any = field(default=None, repr=False)
+    _fingerprint: str | None = None
 
     def start(self, generators: Sequence[torch.Generator], resume: DenoiseSnapshot | None) -> None:
         self.generators = list(generators)
         self.offset = resume.step if resume else 0
         self.total = resume.total if resume else None
         self.step, self._pipe, self._latents, self._fresh = self.offset, None, None, None
+        self._fingerprint = None
 
     def observe(self, pipe: Any, index: int, latents: torch.Tensor) -> tuple[int, int]:
         """Record the step boundary after loop iteration `index`; returns (step, total)."""
@@ -261,10 +263,12 @@ class StepTracker:
         return self.step, self.total
 
     def fingerprint(self) -> str:
-        """`pipeline_fingerprint` of the pipeline this call runs."""
+        """`pipeline_fingerprint` of the pipeline this call runs (computed once per call)."""
         if self._pipe is None:
             raise NotResumableError("no step has run yet")
-        return pipeline_fingerprint(self._pipe)
+        if self._fingerprint is None:
+            self._fingerprint = pipeline_fingerprint(self._pipe)
+        return self._fingerprint
 
     def capture(self) -> DenoiseSnapshot:
         """Copy the state at the last observed boundary (raises NotResumableError)."""

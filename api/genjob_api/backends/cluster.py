@@ -177,6 +177,8 @@ class ClusterBackend:
             seed=(result or {}).get("seed", spec.get("seed")),
             queue_seconds=status.get("queueSeconds"),
             cold_start=_cold_start(status.get("coldStart")),
+            resumed_from_step=status.get("resumedFromStep"),
+            steps_saved=status.get("stepsSaved") or 0,
             images=images,
             spec=spec,
         )

@@ -131,6 +131,8 @@ class LocalBackend:
             seed=seed,
             queue_seconds=record.queue_seconds,
             cold_start=ColdStart.from_worker_start(record.cold_start) if record.cold_start else None,
+            resumed_from_step=record.resumed_from_step,
+            steps_saved=record.steps_saved,
             images=images,
             spec=record.spec,
         )

@@ -1,0 +1,193 @@
+"""Resume: pipeline seconds lost per preemption when a job resumes from a checkpoint, versus
+restarting it from step 0 (what every other queue does), and what periodic checkpoints cost.
+
+A 50-step job on the tiny SD model (CPU here, so "GPU-seconds" are CPU-seconds) is
+preempted at several steps. For each point, in the same round:
+- restart (reference): the work done before the preemption is lost, i.e. the time of the
+  interrupted run (the job then runs again in full);
+- resume: the interrupted run writes a checkpoint at the preemption step (encode + store
+  write, on the loop's thread, as a drain does), then a second run loads it and finishes;
+  lost = interrupted + resumed - uninterrupted (checkpoint write, load, pipeline set-up).
+Periodic checkpoints: the uninterrupted job with a checkpoint every 5 steps (captured in the
+step callback, written on the background thread, as a worker does), against the same job
+without; the overhead is the difference over the job's time. The default interval (30 s)
+takes far fewer checkpoints than this, so the figure is an upper bound.
+
+Also reported: the checkpoint's size and write time for this job, and the size of an SDXL
+1024x1024 checkpoint (1 image, float32 latents, DPM-Solver++ 2M history) built from a
+snapshot of that shape. Medians over rounds; `GENJOB_BENCH_QUICK=1` runs one round.
+Real components: the real pipeline loaded with `from_pretrained`, the real checkpoint format
+and a filesystem result store in a temporary folder. Last line: the JSON result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genjob.jobspec import GenerationJobSpec
+from genjob.queue import ClaimedJob
+from genjob.settings import ModelConfig, WorkerSettings
+from genjob_worker.checkpoint import Checkpoint, decode, encode
+from genjob_worker.checkpointer import Checkpointer, CheckpointTarget
+from genjob_worker.denoise_state import DenoiseSnapshot, StepTracker
+from genjob_worker.generate import StopGeneration, run_generation
+from genjob_worker.models import ModelRegistry
+from genjob_worker.results import FilesystemResultStore
+from genjob_worker.testing import TEST_TORCH_THREADS
+from genjob_worker.tiny_model import build_tiny_pipeline
+
+QUICK = os.environ.get("GENJOB_BENCH_QUICK") == "1"
+ROUNDS = 1 if QUICK else 3
+STEPS = 50
+POINTS = [5, 15, 25, 35, 45]
+PERIODIC_EVERY = 5
+SPEC = GenerationJobSpec(
+    tier="free", model="tiny", prompt="a lighthouse", width=64, height=64, steps=STEPS, seed=3
+)
+
+
+def _job(lease: str) -> ClaimedJob:
+    return ClaimedJob(
+        id="bench", tier="free", lease=lease, spec=SPEC.to_wire(), attempts=0, max_attempts=3,
+        enqueued_at_ms=0, meta={},
+    )  # fmt: skip
+
+
+def _full(registry: ModelRegistry) -> float:
+    started = time.perf_counter()
+    run_generation(registry, SPEC, model_name="tiny", seed=3)
+    return time.perf_counter() - started
+
+
+def _interrupted(registry: ModelRegistry, checkpointer: Checkpointer, point: int) -> tuple[float, float, str]:
+    """Run until `point`, write its checkpoint there; (seconds, write seconds, reference)."""
+    tracker = StepTracker()
+    written: list[tuple[float, str]] = []
+
+    def on_step(step: int, total: int) -> None:
+        if step == point:
+            began = time.perf_counter()
+            target = CheckpointTarget(_job(str(point)), "tiny", tracker.fingerprint(), 3)
+            ref = checkpointer.write(target, tracker.capture()).ref
+            written.append((time.perf_counter() - began, ref))
+            raise StopGeneration("Preempted")
+
+    started = time.perf_counter()
+    with contextlib.suppress(StopGeneration):
+        run_generation(registry, SPEC, model_name="tiny", seed=3, on_step=on_step, tracker=tracker)
+    return time.perf_counter() - started, *written[0]
+
+
+def _resumed(registry: ModelRegistry, store: FilesystemResultStore, ref: str) -> float:
+    started = time.perf_counter()
+    checkpoint = decode(store.open(ref))
+    run_generation(registry, SPEC, model_name="tiny", seed=0, resume=checkpoint)
+    return time.perf_counter() - started
+
+
+def _periodic(registry: ModelRegistry, checkpointer: Checkpointer) -> tuple[float, list[float]]:
+    """The full job with a checkpoint every PERIODIC_EVERY steps; (seconds, blocking seconds each)."""
+    tracker = StepTracker()
+    blocking: list[float] = []
+
+    def on_step(step: int, total: int) -> None:
+        if step % PERIODIC_EVERY == 0 and step < total:
+            began = time.perf_counter()
+            target = CheckpointTarget(_job("periodic"), "tiny", tracker.fingerprint(), 3)
+            checkpointer.write_in_background([(target, tracker.capture(), None)])
+            blocking.append(time.perf_counter() - began)
+
+    started = time.perf_counter()
+    run_generation(registry, SPEC, model_name="tiny", seed=3, on_step=on_step, tracker=tracker)
+    checkpointer.flush()
+    return time.perf_counter() - started, blocking
+
+
+def _sdxl_1024_size() -> int:
+    latents = torch.zeros(1, 4, 128, 128)
+    snapshot = DenoiseSnapshot(
+        step=25, total=50, position=25, scheduler="DPMSolverMultistepScheduler", latents=latents,
+        scheduler_state={"_step_index": 25, "lower_order_nums": 2, "model_outputs": [latents, latents * 2]},
+        generator_states=[torch.Generator().get_state()],
+    )  # fmt: skip
+    return len(encode(Checkpoint("job", "0" * 64, "sdxl", "0" * 64, 1, 1024, 1024, snapshot)))
+
+
+def main() -> None:
+    torch.set_num_threads(TEST_TORCH_THREADS)
+    with tempfile.TemporaryDirectory(prefix="genjob-bench-resume-") as tmp:
+        root = Path(tmp)
+        build_tiny_pipeline(root / "tiny", "sd")
+        registry = ModelRegistry(
+            {"tiny": ModelConfig(source=str(root / "tiny"), kind="sd", memory_class="tiny")}
+        )
+        store = FilesystemResultStore(root / "results")
+        checkpointer = Checkpointer(store, WorkerSettings())
+        print(
+            f"warming up ({STEPS}-step job, tiny SD model, 64x64, {TEST_TORCH_THREADS} torch thread)",
+            flush=True,
+        )
+        _full(registry)
+        lost_resume: dict[int, list[float]] = {p: [] for p in POINTS}
+        lost_restart: dict[int, list[float]] = {p: [] for p in POINTS}
+        fulls, periodic, blocking, writes, sizes = [], [], [], [], []
+        for round_no in range(ROUNDS):
+            full = _full(registry)
+            fulls.append(full)
+            seconds, block = _periodic(registry, checkpointer)
+            periodic.append(seconds - full)
+            blocking += block
+            for point in POINTS:
+                before, write, ref = _interrupted(registry, checkpointer, point)
+                after = _resumed(registry, store, ref)
+                writes.append(write)
+                sizes.append(Path(ref.removeprefix("file://")).stat().st_size)
+                lost_restart[point].append(before - write)
+                lost_resume[point].append(before + after - full)
+            print(f"round {round_no + 1}/{ROUNDS}: uninterrupted {full:.3f}s", flush=True)
+        full = statistics.median(fulls)
+        per_point = {
+            str(p): {
+                "resume_s": round(statistics.median(lost_resume[p]), 4),
+                "restart_s": round(statistics.median(lost_restart[p]), 4),
+            }
+            for p in POINTS
+        }
+        for point, figures in per_point.items():
+            print(f"preempted at step {point}/{STEPS}: lost {figures['resume_s']}s with resume, "
+                  f"{figures['restart_s']}s with restart")  # fmt: skip
+        value = statistics.mean(statistics.median(lost_resume[p]) for p in POINTS)
+        reference = statistics.mean(statistics.median(lost_restart[p]) for p in POINTS)
+        overhead = statistics.median(periodic) / full
+        print(f"periodic checkpoints every {PERIODIC_EVERY} steps: {overhead:+.1%} of the job's time")
+        details = {
+            "better": "lower",
+            "job": f"tiny SD, 64x64, {STEPS} steps, Euler, CPU",
+            "rounds": ROUNDS,
+            "uninterrupted_s": round(full, 4),
+            "per_preemption_step": per_point,
+            "checkpoint_bytes": int(statistics.median(sizes)),
+            "checkpoint_write_ms": round(statistics.median(writes) * 1000, 2),
+            "sdxl_1024_checkpoint_bytes": _sdxl_1024_size(),
+            "periodic_every_steps": PERIODIC_EVERY,
+            "periodic_overhead_fraction": round(overhead, 4),
+            "periodic_blocking_ms_median": round(statistics.median(blocking) * 1000, 3),
+            "periodic_blocking_ms_max": round(max(blocking) * 1000, 3),
+        }
+    print(json.dumps({
+        "bench": "resume", "value": round(value, 4), "unit": "s lost per preemption",
+        "reference": round(reference, 4), "ratio": round(value / reference, 4) if reference else None,
+        "details": details,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
