@@ -56,7 +56,7 @@ class RedisSettings(_Section):
         le=50,
         description="Retries of a command that met a connection error, a timeout or a demoted "
         "primary, with backoff from 0.05 s doubling to 2 s (about 6 s in all for 8): long enough "
-        "to ride through a failover. Every queue script is safe to repeat (see docs/redis.md).",
+        "to ride through a failover. What a repeated script does: docs/redis.md.",
     )
 
     wait_replicas: int = Field(
