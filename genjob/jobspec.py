@@ -133,6 +133,12 @@ SPEC_CEL_RULES: list[dict[str, str]] = [
         "fieldPath": ".strength",
     },
     {
+        # Transition rule (update only): after admission a user must not change the owner, the
+        # tier or anything else the admission and quota were judged on (docs/security.md).
+        "rule": "self == oldSelf",
+        "message": "spec is immutable: delete the GenerationJob and create a new one",
+    },
+    {
         "rule": "self.width * self.height <= 4194304",
         "message": "spec.width x spec.height must be at most 4 megapixels (e.g. 2048x2048)",
     },

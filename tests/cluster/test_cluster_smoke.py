@@ -146,6 +146,30 @@ def test_invalid_generationjob_is_refused_naming_the_field(cluster, genjob_crd, 
         assert api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"] == []
 
 
+def test_generationjob_spec_is_immutable_after_creation(cluster, genjob_crd, namespace):
+    """After admission a user must not change who the job runs as or which tier it uses
+    (owner, tier, priority): the API server refuses any change of spec (CEL self == oldSelf);
+    metadata and status stay writable."""
+    from kubernetes import client
+
+    with cluster.api_client() as api_client:
+        api = client.CustomObjectsApi(api_client)
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, generation_job("fixed"))
+        for change in ({"owner": "someone-else"}, {"tier": "enterprise"}, {"priority": 9}):
+            with pytest.raises(client.ApiException) as refused:
+                api.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "fixed", {"spec": change}
+                )
+            assert refused.value.status == 422 and "spec is immutable" in refused.value.body
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "fixed", {"metadata": {"labels": {"team": "a"}}}
+        )
+        got = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fixed")
+        assert "owner" not in got["spec"] and got["spec"]["tier"] == "free"
+        assert got["metadata"]["labels"]["team"] == "a"
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fixed")
+
+
 def add_g5_node(cluster, name: str) -> None:
     """A kwok node labelled and shaped like a Karpenter-provisioned g5.xlarge."""
     cluster.add_kwok_node(
