@@ -26,7 +26,6 @@ checkpoint of the job's new holder.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from genjob.queue import Checkpointed, ClaimedJob
 from genjob.settings import WorkerSettings
 from genjob_worker.checkpoint import Checkpoint, CheckpointRefusedError, decode, encode, spec_digest
 from genjob_worker.denoise_state import DenoiseSnapshot
-from genjob_worker.results import ResultNotFoundError, ResultStore
+from genjob_worker.results import ResultStore
 
 log = structlog.get_logger()
 
@@ -64,7 +63,6 @@ class Checkpointer:
         self._pending: list[tuple[CheckpointTarget, DenoiseSnapshot, Any]] | None = None
         self._cond = threading.Condition()
         self._writer: threading.Thread | None = None
-        self.last_write_seconds = 0.0
 
     # -- writing -------------------------------------------------------------------------
 
@@ -76,7 +74,6 @@ class Checkpointer:
 
     def write(self, target: CheckpointTarget, snapshot: DenoiseSnapshot) -> Checkpointed:
         """Encode and store a checkpoint now; its reference for the queue."""
-        started = time.perf_counter()
         checkpoint = Checkpoint(
             job_id=target.job.id,
             spec_sha256=spec_digest(target.job.spec),
@@ -88,7 +85,6 @@ class Checkpointer:
             snapshot=snapshot,
         )
         uri = self.store.put_checkpoint(target.job.id, f"lease-{target.job.lease}", encode(checkpoint))
-        self.last_write_seconds = time.perf_counter() - started
         return Checkpointed(uri, snapshot.step)
 
     def write_in_background(self, items: list[tuple[CheckpointTarget, DenoiseSnapshot, Any]]) -> None:
@@ -131,7 +127,7 @@ class Checkpointer:
         """The job's checkpoint, checked against the job; CheckpointRefusedError otherwise."""
         try:
             data = self.store.open(job.checkpoint)
-        except ResultNotFoundError as exc:
+        except Exception as exc:  # missing, outside the store, or the store failing: start over
             raise CheckpointRefusedError(f"checkpoint cannot be read: {exc}") from None
         checkpoint = decode(data)
         checkpoint.check_for(job_id=job.id, spec_sha256=spec_digest(job.spec), model=model)
