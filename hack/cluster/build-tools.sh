@@ -2,7 +2,8 @@
 # Build (or reuse) the binaries of genjob's cluster test tier from Go modules.
 #
 # Compiles pinned versions (hack/cluster/versions.env) of etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, kwok and helm with the
+# kube-controller-manager, kube-scheduler, kubectl, kwok, helm, KEDA's operator and
+# metrics adapter and Karpenter's kwok provider with the
 # ordinary `go` client, and caches them by version under
 #   ${GENJOB_TOOLS_CACHE:-$HOME/.cache/genjob/tools}/<name>-<version>/bin/
 # Only what is missing is built, so a warm run takes seconds. It also copies
@@ -13,7 +14,8 @@
 #   hack/cluster/build-tools.sh --print-env      print the cache paths as KEY=value
 #   hack/cluster/build-tools.sh --update-modules regenerate modules/*/go.mod after a version bump
 #
-# Environment: GENJOB_TOOLS_CACHE (cache root), GOSUMDB/GOFLAGS as usual for go.
+# Environment: GENJOB_TOOLS_CACHE (cache root), GENJOB_AUTOSCALING_TOOLS=0 skips KEDA and
+# Karpenter's kwok provider (the autoscaling tier), GOSUMDB/GOFLAGS as usual for go.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,8 +28,11 @@ K8S_DIR="$CACHE/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$CACHE/etcd-$ETCD_VERSION"
 KWOK_DIR="$CACHE/kwok-$KWOK_VERSION"
 HELM_DIR="$CACHE/helm-$HELM_VERSION"
+KEDA_DIR="$CACHE/keda-$KEDA_VERSION"
+KARPENTER_KWOK_DIR="$CACHE/karpenter-kwok-$KARPENTER_VERSION"
 KEDA_CRDS="$CACHE/crds/keda-$KEDA_VERSION"
 KARPENTER_CRDS="$CACHE/crds/karpenter-$KARPENTER_VERSION"
+KARPENTER_KWOK_CRDS="$CACHE/crds/karpenter-kwok-$KARPENTER_VERSION"
 
 SUMMARY=()
 
@@ -154,6 +159,43 @@ build_helm() {
   go_install helm "$HELM_DIR" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$ld"
 }
 
+# KEDA's operator and metrics adapter. Its go.mod has `replace` lines, so `go install pkg@v`
+# refuses; build inside a writable copy of the downloaded module instead (cold: ~15 min, ~3 GB RSS).
+build_keda() {
+  local src work start c ld
+  if [[ -x "$KEDA_DIR/bin/keda-operator" && -x "$KEDA_DIR/bin/keda-adapter" ]]; then
+    log "keda $KEDA_VERSION: cached"; record keda "$KEDA_VERSION" cached 0; return
+  fi
+  log "keda $KEDA_VERSION: building operator and metrics adapter (cold: ~15 min on 2 cores) ..."
+  start="$(now)"
+  src="$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")"
+  work="$CACHE/keda-src-$KEDA_VERSION"
+  rm -rf "$work" && cp -r "$src" "$work" && chmod -R u+w "$work"
+  ld="-s -w -X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v} -X github.com/kedacore/keda/v2/version.GitCommit=module-proxy"
+  for c in operator adapter; do
+    log "keda $KEDA_VERSION: go build ./cmd/$c ..."
+    build_into "$KEDA_DIR/bin/keda-$c" "$work" "./cmd/$c" "$ld"
+  done
+  rm -rf "$work"
+  log "keda $KEDA_VERSION: built in $(( $(now) - start ))s ($(size_of "$KEDA_DIR/bin"))"
+  record keda "$KEDA_VERSION" built "$(( $(now) - start ))"
+}
+
+# Karpenter's kwok cloud provider (sigs.k8s.io/karpenter/kwok): real Karpenter decisions, kwok nodes.
+build_karpenter_kwok() {
+  local bin="$KARPENTER_KWOK_DIR/bin/karpenter-kwok" start
+  if [[ -x "$bin" ]]; then
+    log "karpenter-kwok $KARPENTER_VERSION: cached"; record karpenter-kwok "$KARPENTER_VERSION" cached 0; return
+  fi
+  log "karpenter-kwok $KARPENTER_VERSION: go install sigs.k8s.io/karpenter/kwok (cold: ~4 min) ..."
+  start="$(now)"
+  mkdir -p "$KARPENTER_KWOK_DIR/bin.tmp"
+  GOBIN="$KARPENTER_KWOK_DIR/bin.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION"
+  mv -f "$KARPENTER_KWOK_DIR/bin.tmp/kwok" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && rmdir "$KARPENTER_KWOK_DIR/bin.tmp"
+  log "karpenter-kwok $KARPENTER_VERSION: built in $(( $(now) - start ))s ($(size_of "$bin"))"
+  record karpenter-kwok "$KARPENTER_VERSION" built "$(( $(now) - start ))"
+}
+
 # copy_crds DEST MODULE@VERSION SUBDIR: the CRD YAML a module ships, for later test tiers.
 copy_crds() {
   local dest="$1" mod="$2" sub="$3" src
@@ -197,6 +239,9 @@ GENJOB_KWOK_STAGES=$KWOK_DIR/stages/stages.yaml
 GENJOB_HELM_BIN=$HELM_DIR/bin
 GENJOB_KEDA_CRDS=$KEDA_CRDS
 GENJOB_KARPENTER_CRDS=$KARPENTER_CRDS
+GENJOB_KARPENTER_KWOK_CRDS=$KARPENTER_KWOK_CRDS
+GENJOB_KEDA_BIN=$KEDA_DIR/bin
+GENJOB_KARPENTER_KWOK_BIN=$KARPENTER_KWOK_DIR/bin
 EOF
 }
 
@@ -218,8 +263,13 @@ main() {
   build_kubernetes
   build_kwok
   build_helm
+  if [[ "${GENJOB_AUTOSCALING_TOOLS:-1}" != 0 ]]; then
+    build_karpenter_kwok
+    build_keda
+  fi
   copy_crds "$KEDA_CRDS" "github.com/kedacore/keda/v2@$KEDA_VERSION" config/crd/bases
   copy_crds "$KARPENTER_CRDS" "sigs.k8s.io/karpenter@$KARPENTER_VERSION" pkg/apis/crds
+  copy_crds "$KARPENTER_KWOK_CRDS" "sigs.k8s.io/karpenter@$KARPENTER_VERSION" kwok/apis/crds
   log "summary:"
   printf '  %s\n' "${SUMMARY[@]}" >&2
   log "total $(( $(now) - start ))s; cache size $(size_of "$CACHE")"

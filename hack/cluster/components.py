@@ -10,10 +10,15 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import yaml
+
 from .processes import Ports
 
 SERVICE_CIDR = "10.0.0.0/24"  # never routed: only the API server's Service IPs come from it
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+# Pods with this annotation are run as real processes by the harness's pod runner
+# (hack/cluster/podrunner.py), which plays their kubelet; kwok's pod stages leave them alone.
+POD_RUNNER_ANNOTATION = "podrunner.genjob.io/run"
 DEFAULT_NODE = "kwok-cpu-0"
 # Start order; stop goes the other way.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -97,7 +102,8 @@ def scheduler_args(ports: Ports, pki: Path) -> list[str]:
 
 
 def kwok_args(pki: Path, stages: Path) -> list[str]:
-    """kwok manages only Nodes annotated ``kwok.x-k8s.io/node: fake`` (see kwok_node)."""
+    """kwok manages only Nodes annotated ``kwok.x-k8s.io/node: fake`` (see kwok_node); ``stages``
+    is the output of kwok_stages() (fast pod and node lifecycles, minus the pod runner's pods)."""
     return [
         f"--kubeconfig={pki / 'kwok.kubeconfig'}",
         f"--config={stages}",
@@ -105,6 +111,17 @@ def kwok_args(pki: Path, stages: Path) -> list[str]:
         f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
         "--node-lease-duration-seconds=40",
     ]
+
+
+def kwok_stages(text: str) -> str:
+    """kwok's Stage objects with every Pod stage made to skip the pod runner's pods."""
+    skip = {"key": f'.metadata.annotations["{POD_RUNNER_ANNOTATION}"]', "operator": "DoesNotExist"}
+    stages = [s for s in yaml.safe_load_all(text) if s]
+    for stage in stages:
+        if stage["spec"]["resourceRef"]["kind"] == "Pod":
+            selector = stage["spec"].setdefault("selector", {})
+            selector.setdefault("matchExpressions", []).append(dict(skip))
+    return yaml.safe_dump_all(stages, sort_keys=False)
 
 
 def _b64(path: Path) -> str:

@@ -3,9 +3,12 @@
 Start order: certificates and kubeconfigs, etcd (data in a fresh temp dir), the API
 server, the controller manager and scheduler, kwok, then a default kwok node. The
 cluster counts as usable once that node is Ready, the ``default`` ServiceAccount exists
-and the scheduler answers /healthz. Each process gets its own process group and a pid
-file under ``<state>/pids/``; ``stop()`` works from those files, so another process
-(``harness.py down``) can stop a cluster this one started.
+and the scheduler answers /healthz. With ``autoscalers=True`` it then installs the KEDA and
+Karpenter CRDs, starts KEDA's operator and metrics adapter and Karpenter's kwok provider
+(see autoscalers.py), applies the shipped NodePools pointed at the kwok node class, and
+waits until the external metrics API is Available and Karpenter is ready. Each process gets
+its own process group and a pid file under ``<state>/pids/``; ``stop()`` works from those
+files, so another process (``harness.py down``) can stop a cluster this one started.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from . import components, pki
+from . import autoscalers, components, pki
+from .autoscalers import AUTOSCALER_COMPONENTS, AutoscalerPorts, KarpenterTimings
 from .components import COMPONENTS, DEFAULT_NODE
 from .errors import AlreadyRunningError, ComponentFailedError, HarnessError, StartTimeoutError
 from .processes import Ports, die_with_parent, kill_group, runs_binary, tail
@@ -74,12 +78,17 @@ class Cluster:
         tools: Tools | None = None,
         ports: Ports | None = None,
         die_with_parent: bool = False,
+        autoscalers: bool = False,
+        karpenter_timings: KarpenterTimings | None = None,
         log: Callable[[str], None] = _stderr_log,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.tools = tools or Tools.from_env()
         self.ports = ports or Ports.dynamic()
         self.die_with_parent = die_with_parent
+        self.autoscalers = autoscalers
+        self.karpenter_timings = karpenter_timings or KarpenterTimings()
+        self.autoscaler_ports = AutoscalerPorts.dynamic() if autoscalers else None
         self.log = log
         self.pki_dir = self.state_dir / "pki"
         self.log_dir = self.state_dir / "logs"
@@ -113,7 +122,7 @@ class Cluster:
 
     def start(self, timeout: float = 90.0) -> Cluster:
         """Start every component and wait until the API is usable; stop all on failure."""
-        self.tools.check()
+        self.tools.check(autoscalers=self.autoscalers)
         begin = time.monotonic()
         deadline = begin + timeout
         try:
@@ -128,8 +137,12 @@ class Cluster:
                 "kube-controller-manager", components.controller_manager_args(self.ports, self.pki_dir)
             )
             self._spawn("kube-scheduler", components.scheduler_args(self.ports, self.pki_dir))
-            self._spawn("kwok", components.kwok_args(self.pki_dir, self.tools.kwok_stages))
+            stages = self.state_dir / "kwok-stages.yaml"
+            stages.write_text(components.kwok_stages(self.tools.kwok_stages.read_text()))
+            self._spawn("kwok", components.kwok_args(self.pki_dir, stages))
             self._wait_usable(deadline)
+            if self.autoscalers:
+                self._start_autoscalers(deadline + 60)
         except BaseException:
             self.stop()
             raise
@@ -139,7 +152,7 @@ class Cluster:
     def stop(self) -> None:
         """End every component (reverse start order) and delete etcd's data; keeps logs."""
         pids = self._read_pids()
-        for name in reversed(COMPONENTS):
+        for name in reversed(COMPONENTS + AUTOSCALER_COMPONENTS):
             pid = pids.get(name)
             if pid and runs_binary(pid, name):
                 kill_group(pid)
@@ -235,11 +248,12 @@ class Cluster:
             config = components.kubeconfig_dict(self.server, self.pki_dir, client)
             (self.pki_dir / f"{client}.kubeconfig").write_text(yaml.safe_dump(config))
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         binary = self.tools.path(name)
         with open(self.log_dir / f"{name}.log", "ab") as log_file:
             proc = subprocess.Popen(
                 [str(binary), *args],
+                env={**os.environ, **(env or {})},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -263,6 +277,49 @@ class Cluster:
         )
         scheduler = f"https://127.0.0.1:{self.ports.scheduler}/healthz"
         self._wait("kube-scheduler (/healthz)", deadline, lambda: _get(scheduler, _unverified()))
+
+    def _start_autoscalers(self, deadline: float) -> None:
+        """CRDs, KEDA (operator, adapter, APIService), Karpenter's kwok provider, the NodePools."""
+        ports = self.autoscaler_ports
+        assert ports is not None
+        crd_dirs = (self.tools.keda_crds, self.tools.karpenter_crds, self.tools.karpenter_kwok_crds)
+        for crds in crd_dirs:
+            self.kubectl("apply", "--server-side", "-f", str(crds), timeout=120)
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", timeout=90)
+        cert_dir = pki.generate_keda(self.state_dir / "keda-certs", autoscalers.keda_cert_names())
+        objects = autoscalers.external_metrics_objects(
+            ports.adapter_secure, (cert_dir / "ca.crt").read_bytes()
+        )
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+        keda_env = autoscalers.keda_env(self.kubeconfig)
+        self._spawn("keda-operator", autoscalers.keda_operator_args(ports, cert_dir), keda_env)
+        self._spawn("keda-adapter", autoscalers.keda_adapter_args(ports, cert_dir, self.kubeconfig), keda_env)
+        instance_types = autoscalers.write_kwok_instance_types(self.state_dir / "kwok-instance-types.json")
+        env = autoscalers.karpenter_env(ports, self.kubeconfig, instance_types, self.karpenter_timings)
+        self._spawn("karpenter-kwok", [], env)
+        self._wait(
+            "karpenter-kwok (/readyz)",
+            deadline,
+            lambda: _get(f"http://127.0.0.1:{ports.karpenter_probe}/readyz"),
+        )
+        self._wait(
+            "keda-operator (/readyz)", deadline, lambda: _get(f"http://127.0.0.1:{ports.keda_probe}/readyz")
+        )
+        self._wait("external metrics APIService Available", deadline, self._external_metrics_available)
+        self.install_nodepools()
+
+    def install_nodepools(self) -> None:
+        """The shipped NodePools (karpenter/), pointed at the kwok provider's node class."""
+        objects = [autoscalers.kwok_nodeclass()]
+        objects += [autoscalers.kwok_nodepool(np) for np in autoscalers.shipped_nodepools()]
+        self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def _external_metrics_available(self) -> bool:
+        service = self.api(
+            "GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io"
+        )
+        conditions = service.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
     def _wait(self, what: str, deadline: float, probe: Callable[[], object]) -> None:
         """Call ``probe`` until it neither raises nor returns False; fail fast if a component died."""
@@ -307,7 +364,7 @@ class Cluster:
 
     def _read_pids(self) -> dict[str, int]:
         pids = {}
-        for name in COMPONENTS:
+        for name in COMPONENTS + AUTOSCALER_COMPONENTS:
             pid_file = self.pid_dir / f"{name}.pid"
             if pid_file.exists() and pid_file.read_text().strip().isdigit():
                 pids[name] = int(pid_file.read_text())

@@ -12,6 +12,8 @@ Writes, into one directory, everything a single-node loopback control plane need
   request-header CA and the client the API server uses to reach aggregated APIs (KEDA's
   metrics server needs these).
 
+``generate_keda()`` writes KEDA's own CA and mutual-TLS pair into a separate directory.
+
 ECDSA P-256 keys keep generation in the milliseconds.
 """
 
@@ -105,16 +107,20 @@ def new_leaf(
     orgs: list[str] | None = None,
     *,
     server: bool = False,
+    client: bool | None = None,
     dns_names: list[str] | None = None,
     ips: list[str] | None = None,
 ) -> KeyPair:
-    """A certificate signed by ``ca``: a client cert, or a serving cert when ``server``."""
+    """A certificate signed by ``ca``: a client cert, or a serving cert when ``server``
+    (``client=True`` with ``server=True``: both, as KEDA's mutual-TLS gRPC pair needs)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    client = not server if client is None else client
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     builder = (
         _builder(_name(common_name, orgs), ca.cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
@@ -152,6 +158,17 @@ def write_service_account_keys(directory: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def generate_keda(directory: Path, dns_names: list[str]) -> Path:
+    """KEDA's cert dir: ``ca.crt`` plus one ``tls.crt/key`` that both its operator's gRPC server
+    and its metrics adapter (gRPC client, and the HTTPS server behind the APIService) use."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = new_ca("genjob-test-keda-ca")
+    write_pair(directory, "ca", ca)
+    pair = new_leaf(ca, "keda", server=True, client=True, dns_names=dns_names, ips=["127.0.0.1"])
+    write_pair(directory, "tls", pair)
+    return directory
 
 
 def generate(directory: Path) -> Path:

@@ -54,6 +54,17 @@ class Tools:
             "kubectl": k8s,
             "kwok": self._dir("kwok", "KWOK_VERSION") / "bin",
             "helm": self._dir("helm", "HELM_VERSION") / "bin",
+            **self.autoscaler_bin_dirs,
+        }
+
+    @property
+    def autoscaler_bin_dirs(self) -> dict[str, Path]:
+        """KEDA's operator and metrics adapter, Karpenter's kwok provider (the autoscaling tier)."""
+        keda = self._dir("keda", "KEDA_VERSION") / "bin"
+        return {
+            "keda-operator": keda,
+            "keda-adapter": keda,
+            "karpenter-kwok": self._dir("karpenter-kwok", "KARPENTER_VERSION") / "bin",
         }
 
     @property
@@ -69,6 +80,11 @@ class Tools:
     def karpenter_crds(self) -> Path:
         return self.cache / "crds" / f"karpenter-{self.versions['KARPENTER_VERSION']}"
 
+    @property
+    def karpenter_kwok_crds(self) -> Path:
+        """The KWOKNodeClass CRD of Karpenter's kwok provider."""
+        return self.cache / "crds" / f"karpenter-kwok-{self.versions['KARPENTER_VERSION']}"
+
     def path(self, name: str) -> Path:
         """The path of binary ``name``; ToolMissingError says how to build it if absent."""
         binary = self.bin_dirs[name] / name
@@ -76,11 +92,23 @@ class Tools:
             raise ToolMissingError(f"{name} is missing: expected an executable at {binary}.\n{BUILD_HINT}")
         return binary
 
-    def check(self) -> None:
-        """Raise ToolMissingError naming every missing binary or stage file at once."""
-        missing = [n for n, d in self.bin_dirs.items() if not os.access(d / n, os.X_OK)]
+    def check(self, autoscalers: bool = False) -> None:
+        """Raise ToolMissingError naming every missing binary or stage file at once.
+
+        The autoscalers (KEDA, Karpenter's kwok provider) are checked only when asked for.
+        """
+        wanted = {
+            name: path
+            for name, path in self.bin_dirs.items()
+            if autoscalers or name not in self.autoscaler_bin_dirs
+        }
+        missing = [n for n, d in wanted.items() if not os.access(d / n, os.X_OK)]
         if not self.kwok_stages.is_file():
             missing.append(f"kwok stages ({self.kwok_stages})")
+        if autoscalers:
+            for crds in (self.keda_crds, self.karpenter_crds, self.karpenter_kwok_crds):
+                if not crds.is_dir():
+                    missing.append(f"CRDs ({crds})")
         if missing:
             raise ToolMissingError(
                 f"cluster tools missing from {self.cache}: {', '.join(missing)}.\n{BUILD_HINT}"

@@ -1,0 +1,170 @@
+"""Scenarios c, d and e: Karpenter disruption, Spot interruption and a voluntary drain.
+
+c. Karpenter does not disrupt a node whose worker is busy (the worker marks its own pod
+   karpenter.sh/do-not-disrupt) and does once the worker is idle: a drifted NodePool (its
+   template changed) waits for the running job, then the node is replaced.
+d. Spot interruption with notice (Karpenter deletes the NodeClaim, as its interruption queue
+   handler does) and without (the instance vanishes: its Node object is gone at once): the
+   jobs come back (Preempted, attempt not counted; or reaped after the lease, counted) and
+   finish on another node; no job is lost and none runs to completion twice.
+e. `kubectl drain` of worker nodes honours the pool's PodDisruptionBudget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from genjob.queue import EventType
+
+from .conftest import NAMESPACE, Release, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.autoscaling]
+
+BUSY = "karpenter.sh/do-not-disrupt"
+# ~20-60 s of CPU on this machine: long enough to act on a worker mid-job.
+LONG = {"width": 384, "height": 384, "steps": 40}
+
+
+def _running_on(release: Release, tier: str, names: list[str], count: int) -> dict[str, Any]:
+    """Wait until `count` of the jobs run on busy worker pods; return {job name: pod}."""
+
+    def busy_pods() -> dict[str, Any] | None:
+        phases = release.phases(names)
+        pods = [
+            p
+            for p in release.worker_pods(tier)
+            if (p.metadata.annotations or {}).get(BUSY) == "true" and not p.metadata.deletion_timestamp
+        ]
+        running = [n for n, ph in phases.items() if ph == "Running"]
+        if len(running) < count or len(pods) < count:
+            return None
+        by_worker = {release.job(n)["status"].get("worker"): n for n in running}
+        return {by_worker[p.metadata.name]: p for p in pods if p.metadata.name in by_worker} or None
+
+    return wait_for(f"{count} jobs running on busy {tier} workers", busy_pods, timeout=300, interval=1)
+
+
+def _claim_of(release: Release, node_name: str) -> str:
+    node = release.core.read_node(node_name)
+    return next(
+        c["metadata"]["name"]
+        for c in release.nodeclaims()
+        if c["status"].get("nodeName") == node.metadata.name
+    )
+
+
+def _pool_at_zero(release: Release, tier: str) -> None:
+    wait_for(
+        f"{tier} pool at zero", lambda: release.replicas(tier) == 0 and not release.worker_pods(tier), 300
+    )
+
+
+def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release: Release) -> None:
+    tier, nodepool = "enterprise", "genjob-gpu-on-demand"
+    _pool_at_zero(release, tier)
+    names = release.submit(tier, 1, **LONG)
+    (pod,) = _running_on(release, tier, names, 1).values()
+    node, claim = pod.spec.node_name, _claim_of(release, pod.spec.node_name)
+    patch = {"spec": {"template": {"metadata": {"labels": {"genjob.io/test-drift": "1"}}}}}
+    release.kubectl("patch", "nodepool", nodepool, "--type=merge", "-p", json.dumps(patch))
+    try:
+
+        def drifted() -> bool:
+            claims = {c["metadata"]["name"]: c for c in release.nodeclaims()}
+            conditions = claims[claim]["status"].get("conditions", [])
+            return any(c["type"] == "Drifted" and c["status"] == "True" for c in conditions)
+
+        wait_for("the NodeClaim to be marked Drifted", drifted, timeout=120, interval=1)
+        drifted_at = time.monotonic()
+        # While the job runs, Karpenter leaves the node alone: no taint, no eviction.
+        while release.phases(names)[names[0]] == "Running":
+            taints = [t.key for t in release.core.read_node(node).spec.taints or []]
+            assert "karpenter.sh/disrupted" not in taints, f"busy node {node} disrupted: {taints}"
+            assert not any(e["event"] == "sigterm" and e["node"] == node for e in release.runner.history)
+            time.sleep(1)
+        release.wait_succeeded(names)
+        print(f"\n[autoscaling] drift: busy worker kept its node for {time.monotonic() - drifted_at:.1f}s")
+        # Idle now (annotation cleared): the drifted node goes away.
+        wait_for(
+            f"Karpenter to remove drifted node {node} once its worker is idle",
+            lambda: node not in {n.metadata.name for n in release.karpenter_nodes()},
+            timeout=300,
+            interval=1,
+            logs=[release.runner],
+        )
+    finally:
+        patch["spec"]["template"]["metadata"]["labels"]["genjob.io/test-drift"] = None
+        release.kubectl("patch", "nodepool", nodepool, "--type=merge", "-p", json.dumps(patch))
+    stops = [e for e in release.runner.history if e["event"] == "sigterm" and e["node"] == node]
+    assert all(e["annotations"].get(BUSY) != "true" for e in stops), stops
+    assert release.job(names[0])["status"]["attempts"] == 1
+
+
+def test_spot_reclaims_with_and_without_notice_lose_no_job_and_run_none_twice(release: Release) -> None:
+    tier = "pro"
+    _pool_at_zero(release, tier)
+    names = release.submit(tier, 2, **LONG)
+    running = _running_on(release, tier, names, 2)
+    (noticed_job, noticed_pod), (sudden_job, sudden_pod) = sorted(running.items())
+    history_start = len(release.runner.history)
+
+    # With notice: Karpenter's interruption handling deletes the NodeClaim; the Spot NodePool's
+    # terminationGracePeriod (the 2-minute notice) makes it delete even the busy worker at once.
+    noticed_node = noticed_pod.spec.node_name
+    release.kubectl("delete", "nodeclaim", _claim_of(release, noticed_node), "--wait=false")
+    # Without notice: the instance is gone; its Node object disappears with no drain.
+    sudden_node = sudden_pod.spec.node_name
+    release.kubectl("patch", "node", sudden_node, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    release.kubectl("delete", "node", sudden_node, "--wait=false")
+
+    release.wait_succeeded(names, timeout=480)
+    events = release.runner.history[history_start:]
+    noticed = [e["event"] for e in events if e["pod"] == f"{NAMESPACE}/{noticed_pod.metadata.name}"]
+    sudden = [e["event"] for e in events if e["pod"] == f"{NAMESPACE}/{sudden_pod.metadata.name}"]
+    assert noticed[0] == "sigterm", noticed  # told to drain while busy, before the instance went
+    assert sudden[0] == "node-gone-sigkill", sudden
+    assert set(release.count_events(names, EventType.SUCCEEDED).values()) == {1}  # none ran twice
+    noticed_status = release.job(noticed_job)["status"]
+    sudden_status = release.job(sudden_job)["status"]
+    requeues = release.count_events([noticed_job], EventType.REQUEUED)[noticed_job]
+    # The noticed job finished in its drain window, or went back as Preempted (not counted).
+    assert noticed_status["attempts"] == 1, (noticed_status, requeues)
+    # The killed worker's job came back through its expired lease (an attempt is counted).
+    assert sudden_status["attempts"] == 2, sudden_status
+    print(f"\n[autoscaling] spot: noticed job requeued {requeues}x; pod events {noticed} / {sudden}")
+
+
+def test_draining_worker_nodes_honours_the_pool_disruption_budget(release: Release) -> None:
+    """maxUnavailable 1: draining both nodes of a two-worker pool evicts one worker, and the
+    second only after a replacement is Ready (its eviction is refused until then)."""
+    tier = "pro"
+    _pool_at_zero(release, tier)
+    names = release.submit(tier, 2, **LONG)
+    pods = {f"{NAMESPACE}/{p.metadata.name}" for p in _running_on(release, tier, names, 2).values()}
+    nodes = sorted(
+        {release.core.read_namespaced_pod(p.split("/")[1], NAMESPACE).spec.node_name for p in pods}
+    )
+    assert len(nodes) == 2, "one GPU per node: two workers, two nodes"
+    history_start = len(release.runner.history)
+    drain = release.kubectl(
+        "drain",
+        *nodes,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=400s",
+        check=False,
+        timeout=420,
+    )
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    assert "disruption budget" in drain.stdout + drain.stderr  # the second eviction had to wait
+    events = release.runner.history[history_start:]
+    stops = [i for i, e in enumerate(events) if e["event"] == "sigterm" and e["pod"] in pods]
+    assert len(stops) == 2, events
+    between = events[stops[0] : stops[1]]
+    assert any(e["event"] == "ready" and e["pod"] not in pods for e in between), between
+    release.wait_succeeded(names, timeout=480)
+    assert set(release.count_events(names, EventType.SUCCEEDED).values()) == {1}
