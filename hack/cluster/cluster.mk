@@ -6,11 +6,11 @@ CLUSTER_STATE_DIR ?= .cluster
 
 .PHONY: tools cluster-up cluster-down cluster-status
 
-tools: ## build (or reuse from ~/.cache/genjob/tools) etcd, Kubernetes, kwok and helm binaries
+tools: ## build (or reuse from ~/.cache/genjob/tools) etcd, Kubernetes, kwok, helm, KEDA and Karpenter binaries
 	bash hack/cluster/build-tools.sh
 
-cluster-up: tools ## start a local control plane; writes $(CLUSTER_STATE_DIR)/kubeconfig
-	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) up
+cluster-up: tools ## start a local control plane (AUTOSCALING=1: with KEDA and Karpenter); writes $(CLUSTER_STATE_DIR)/kubeconfig
+	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) up $(if $(AUTOSCALING),--autoscaling,)
 
 cluster-down: ## stop the control plane started by cluster-up
 	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) down

@@ -11,7 +11,7 @@ People use it through ``make cluster-up`` / ``make cluster-down`` (fixed default
 kubeconfig in ``.cluster/kubeconfig``); ``tests/cluster/conftest.py`` loads this file by
 path and uses ``Cluster`` with dynamic ports::
 
-    python hack/cluster/harness.py up [--api-port 16443] [--etcd-port 12379]
+    python hack/cluster/harness.py up [--api-port 16443] [--etcd-port 12379] [--autoscaling]
     python hack/cluster/harness.py status
     python hack/cluster/harness.py down
 
@@ -99,11 +99,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"a control plane from {args.state_dir} is already running ({', '.join(running)}); "
             f"use it (KUBECONFIG={args.state_dir}/kubeconfig) or stop it first: make cluster-down"
         )
-    cluster = Cluster(args.state_dir, ports=Ports.fixed(args.api_port, args.etcd_port))
+    cluster = Cluster(
+        args.state_dir, ports=Ports.fixed(args.api_port, args.etcd_port), autoscalers=args.autoscaling
+    )
     begin = time.monotonic()
     cluster.start(timeout=args.timeout)
+    extra = " with KEDA and Karpenter (kwok provider)" if args.autoscaling else ""
     print(
-        f"\nControl plane up in {time.monotonic() - begin:.1f}s at {cluster.server}. Use it with:\n"
+        f"\nControl plane up{extra} in {time.monotonic() - begin:.1f}s at {cluster.server}. Use it with:\n"
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
         f"  export PATH={cluster.bin_dir}:{cluster.tools.bin_dirs['helm']}:$PATH\n"
         f"  kubectl get nodes\n"
@@ -148,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
         help="etcd client port; the peer port is the next one",
     )
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for a usable API")
+    up.add_argument(
+        "--autoscaling",
+        action="store_true",
+        help="also run KEDA (operator, metrics adapter) and Karpenter's kwok provider (shipped NodePools)",
+    )
     up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop the control plane").set_defaults(func=_cmd_down)
     sub.add_parser("status", help="show component and API health").set_defaults(func=_cmd_status)
