@@ -191,7 +191,9 @@ build_karpenter_kwok() {
   start="$(now)"
   mkdir -p "$KARPENTER_KWOK_DIR/bin.tmp"
   GOBIN="$KARPENTER_KWOK_DIR/bin.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION"
-  mv -f "$KARPENTER_KWOK_DIR/bin.tmp/kwok" "$bin.tmp" && mv -f "$bin.tmp" "$bin" && rmdir "$KARPENTER_KWOK_DIR/bin.tmp"
+  mkdir -p "$(dirname "$bin")"
+  mv -f "$KARPENTER_KWOK_DIR/bin.tmp/kwok" "$bin"
+  rmdir "$KARPENTER_KWOK_DIR/bin.tmp"
   log "karpenter-kwok $KARPENTER_VERSION: built in $(( $(now) - start ))s ($(size_of "$bin"))"
   record karpenter-kwok "$KARPENTER_VERSION" built "$(( $(now) - start ))"
 }

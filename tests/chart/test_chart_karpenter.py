@@ -84,7 +84,8 @@ def test_every_worker_pool_has_exactly_one_nodepool(rendered, karpenter_objects)
             pool = matches[0]
             grace = spec["terminationGracePeriodSeconds"]
             node_grace = duration_seconds(pool["spec"]["template"]["spec"]["terminationGracePeriod"])
-            assert node_grace > grace, "Karpenter would cut the worker's drain short"
+            # Karpenter deletes pods at (node grace - pod grace): equal still gives the pod all of it.
+            assert node_grace >= grace, "Karpenter would cut the worker's drain short"
 
 
 def test_a_pod_without_the_tolerations_cannot_land_on_gpu_nodes(karpenter_objects) -> None:
