@@ -201,7 +201,7 @@ build_karpenter_kwok() {
 # copy_crds DEST MODULE@VERSION SUBDIR: the CRD YAML a module ships, for later test tiers.
 copy_crds() {
   local dest="$1" mod="$2" sub="$3" src
-  if [[ -d "$dest" ]]; then log "CRDs $mod: cached"; return; fi
+  if [[ -d "$dest" ]]; then log "CRDs $mod $sub: cached"; return; fi
   src="$(module_dir "$mod")/$sub"
   [[ -d "$src" ]] || die "$mod has no $sub directory"
   mkdir -p "$dest.tmp" && cp "$src"/*.yaml "$dest.tmp"/ && chmod -R u+w "$dest.tmp"

@@ -285,7 +285,8 @@ class Cluster:
         crd_dirs = (self.tools.keda_crds, self.tools.karpenter_crds, self.tools.karpenter_kwok_crds)
         for crds in crd_dirs:
             self.kubectl("apply", "--server-side", "-f", str(crds), timeout=120)
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", timeout=90)
+        for crds in crd_dirs:
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds), timeout=90)
         cert_dir = pki.generate_keda(self.state_dir / "keda-certs", autoscalers.keda_cert_names())
         objects = autoscalers.external_metrics_objects(
             ports.adapter_secure, (cert_dir / "ca.crt").read_bytes()

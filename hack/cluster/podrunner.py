@@ -9,7 +9,8 @@ would start their one container:
   emptyDir, persistentVolumeClaim as a host directory per claim, the projected service-account
   token from a TokenRequest bound to the pod, downward API), with the container's env
   (values, fieldRef, secretKeyRef, configMapKeyRef, KUBERNETES_SERVICE_HOST/PORT), under the
-  pod's runAsUser when the repository is readable by it, and SIGKILL if the runner dies;
+  pod's runAsUser when its command and interpreter are runnable by that user (else as root),
+  and SIGKILL if the runner dies;
 - status: phase Running, a running container, Ready only once the readinessProbe (httpGet)
   answers 200 (probed every ``probe_period`` seconds);
 - pod deleted (deletionTimestamp): SIGTERM, SIGKILL after terminationGracePeriodSeconds, then
@@ -69,14 +70,15 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _world_traversable(path: Path) -> bool:
-    """True if every directory up to ``path`` lets any user through (o+x) and it is o+r."""
-    path = path.resolve()
-    for part in [path, *path.parents]:
-        mode = part.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            return False
-    return bool(path.stat().st_mode & stat.S_IROTH)
+def _runnable_by_anyone(command: Path) -> bool:
+    """True if any user can run ``command``: it, its interpreter (``#!`` line) and every
+    directory above them are world-readable/executable (a pyenv Python under /root is not)."""
+    paths = [command.resolve()]
+    with open(paths[0], "rb") as head:
+        first = head.readline(256)
+    if first.startswith(b"#!"):
+        paths.append(Path(first[2:].split()[0].decode()).resolve())
+    return all(part.stat().st_mode & stat.S_IXOTH for path in paths for part in [path, *path.parents])
 
 
 @dataclass
@@ -108,6 +110,7 @@ class RunningPod:
     grace: int
     ready: bool = False
     last_probe: float = 0.0
+    exit_recorded: bool = False
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
     terminating_since: float | None = None
@@ -223,7 +226,9 @@ class PodRunner:
                 self._finalize(running.namespace, running.name, running.uid)
             return
         if running.proc.poll() is not None:
-            self._record(running, f"crashed-{running.proc.returncode}")
+            if not running.exit_recorded:
+                running.exit_recorded = True
+                self._record(running, f"crashed-{running.proc.returncode}")
             self._restart(running, pod)
             return
         ready = self._probe(running)
@@ -278,6 +283,7 @@ class PodRunner:
         env = self._container_env(pod, container, running.ports)
         running.proc = self._spawn(pod, self._argv(container), env, mounts, running.pod_dir)
         running.restarts += 1
+        running.exit_recorded = False
         running.started_at = time.monotonic()
         running.ready = running.readiness is None
         self._record(running, "restarted")
@@ -300,7 +306,7 @@ class PodRunner:
     ) -> subprocess.Popen:
         """unshare a mount namespace, bind the volumes, drop to the pod's user, exec the command."""
         lines = ["set -e"]
-        for source, target, read_only in mounts:
+        for source, target, read_only in mount_order(mounts):
             lines.append(f"mkdir -p {shlex.quote(target)}")
             lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
             if read_only:
@@ -310,7 +316,7 @@ class PodRunner:
         group = getattr(security, "run_as_group", None) if security else None
         fs_group = getattr(security, "fs_group", None) if security else None
         drop = []
-        if user is not None and _world_traversable(Path(argv[0]).parent):
+        if user is not None and _runnable_by_anyone(Path(argv[0])):
             groups = ",".join(str(g) for g in {group or user, fs_group} if g is not None)
             drop = ["setpriv", f"--reuid={user}", f"--regid={group or user}", f"--groups={groups}"]
         drop += ["setpriv", "--pdeathsig=KILL", "--"]
@@ -523,12 +529,9 @@ class PodRunner:
         from kubernetes.client.rest import ApiException
 
         try:
-            self.core.delete_namespaced_pod(
-                name,
-                namespace,
-                grace_period_seconds=0,
-                body=client.V1DeleteOptions(preconditions={"uid": uid}),
-            )
+            # In the body: a DeleteOptions body overrides the query parameters.
+            options = client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": uid})
+            self.core.delete_namespaced_pod(name, namespace, body=options)
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -552,6 +555,24 @@ class PodRunner:
             text = log.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {log.parent.name}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+def mount_order(mounts: list[tuple[Path, str, bool]]) -> list[tuple[Path, str, bool]]:
+    """Bind mounts in an order where none hides what a later one needs: parents before their
+    children, and last the targets that cover a source directory (an emptyDir at /tmp would
+    hide sources under the host's /tmp, such as pytest's temporary directories)."""
+    sources = [str(source) for source, _, _ in mounts]
+
+    def covers_a_source(target: str) -> bool:
+        prefix = target.rstrip("/") + "/"
+        return any(src == target or src.startswith(prefix) for src in sources)
+
+    ordered = sorted(mounts, key=lambda m: (covers_a_source(m[1]), m[1].count("/")))
+    for i, (_, late, _) in enumerate(ordered):
+        for _, earlier, _ in ordered[:i]:
+            if earlier.startswith(late.rstrip("/") + "/"):
+                raise RuntimeError(f"pod runner: mount {late} would hide the earlier mount {earlier}")
+    return ordered
 
 
 def _die_with_runner() -> None:

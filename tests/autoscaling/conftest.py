@@ -168,6 +168,14 @@ def static_pv(name: str, claim: str) -> list[dict[str, Any]]:
     ]
 
 
+def helm_args(redis: RedisServer) -> list[str]:
+    """The release, chart, namespace and values of `helm install` / `helm upgrade`."""
+    return [
+        RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES),
+        "--set", f"externalRedis.url={redis.url}", "--set", f"externalRedis.password={REDIS_PASSWORD}",
+    ]  # fmt: skip
+
+
 @dataclass
 class Release:
     """genjob installed with helm, and what tests read and do through it."""
@@ -234,6 +242,9 @@ class Release:
             return phases if all(p == "Succeeded" for p in phases.values()) else None
 
         return wait_for(f"{len(names)} jobs Succeeded", done, timeout=timeout, interval=1, logs=[self.runner])
+
+    def upgrade_args(self) -> list[str]:
+        return ["upgrade", *helm_args(self.redis)]
 
     def uids(self, names: list[str]) -> dict[str, str]:
         return {name: self.job(name)["metadata"]["uid"] for name in names}
@@ -311,12 +322,8 @@ def release(
         "serviceaccount default",
         lambda: cluster.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
     )
-    cluster.helm(
-        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES),
-        "--set", f"externalRedis.url={as_redis.url}", "--set", f"externalRedis.password={REDIS_PASSWORD}",
-        "--wait", "--timeout", "180s",
-    )  # fmt: skip
     settings = GenjobSettings(redis={"url": as_redis.url, "password": REDIS_PASSWORD})
+    cluster.helm("install", *helm_args(as_redis), "--wait", "--timeout", "180s")
     rel = Release(cluster, pod_runner, as_redis, autoscaling_cluster_api(cluster), settings, as_results)
     yield rel
     cluster.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False)

@@ -34,6 +34,7 @@ def test_a_burst_scales_the_pool_with_the_queue_and_scale_in_removes_only_idle_w
     start = time.monotonic()
     names = release.submit(TIER, 40, width=128, height=128, steps=30)
     samples: list[dict[str, float]] = []
+    upgraded: list[int] = []
 
     def sample() -> bool:
         stats = release.queue.stats([TIER])[0]
@@ -51,6 +52,10 @@ def test_a_burst_scales_the_pool_with_the_queue_and_scale_in_removes_only_idle_w
         assert replicas <= MAX_REPLICAS, samples[-1]
         # A busy pool is never scaled below its busy workers (in-flight counts for KEDA).
         assert replicas >= busy, samples[-1]
+        if replicas == MAX_REPLICAS and not upgraded:
+            # A helm upgrade in the middle of a burst keeps the pool's live replica count.
+            release.cluster.helm(*release.upgrade_args())
+            upgraded.append(release.replicas(TIER))
         done = all(p == "Succeeded" for p in release.phases(names).values())
         return done and replicas == 0 and not pods
 
@@ -63,6 +68,7 @@ def test_a_burst_scales_the_pool_with_the_queue_and_scale_in_removes_only_idle_w
         row = "  t={t:6.1f}s pending={pending:3d} inflight={inflight:2d} replicas={replicas} busy={busy}"
         print(row.format(**s))
     assert peak == MAX_REPLICAS
+    assert upgraded == [MAX_REPLICAS], upgraded
     # While the backlog held more jobs than maxReplicas, the pool reached and kept maxReplicas
     # once scaled up: the desired count is min(max, ceil((pending + inflight) / listLength)).
     first_max = next(i for i, s in enumerate(samples) if s["replicas"] == MAX_REPLICAS)

@@ -155,3 +155,23 @@ def test_autoscaler_tools_are_checked_only_when_asked(tmp_path) -> None:
     assert "keda-operator" not in str(base.value) and "karpenter-kwok" not in str(base.value)
     for missing in ("keda-operator", "keda-adapter", "karpenter-kwok", "karpenter-kwok-v0"):
         assert missing in str(full.value), missing
+
+
+def test_pod_runner_mounts_never_hide_a_source_or_an_earlier_mount() -> None:
+    from pathlib import Path
+
+    from genjob_cluster.podrunner import mount_order
+
+    pod = Path("/tmp/pytest-of-root/pytest-1/pods/p/volumes")
+    mounts = [
+        (Path("/srv/hook"), "/podrunner", True),
+        (pod / "tmp", "/tmp", False),  # an emptyDir over /tmp: it would hide the sources below
+        (pod / "config", "/etc/genjob", True),
+        (pod / "token", "/var/run/secrets/kubernetes.io/serviceaccount", True),
+        (Path("/srv/models"), "/models", True),
+    ]
+    targets = [target for _, target, _ in mount_order(mounts)]
+    assert targets[-1] == "/tmp"
+    assert sorted(targets) == sorted(t for _, t, _ in mounts)
+    with pytest.raises(RuntimeError, match="would hide"):
+        mount_order([(pod / "a", "/tmp", False), (Path("/srv/x"), "/tmp/x", False)])

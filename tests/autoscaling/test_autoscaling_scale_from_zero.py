@@ -91,7 +91,7 @@ def test_jobs_for_idle_tiers_bring_nodes_of_the_right_capacity_type_and_leave_no
     assert not release.karpenter_nodes(), "a GPU node exists before any job"
 
     start = time.monotonic()
-    jobs = {tier: release.submit(tier, 2) for tier in TIERS}
+    jobs = {tier: release.submit(tier, 1) for tier in TIERS}
     watches = {tier: PoolWatch(release, tier, jobs[tier], start) for tier in TIERS}
     wait_for(
         "both pools to go 0 -> 1 -> 0 and their nodes to be removed",

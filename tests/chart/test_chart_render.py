@@ -315,9 +315,11 @@ def test_bundled_redis_address_is_reachable_from_the_keda_namespace(rendered) ->
             assert t["metadata"]["address"] == "genjob-redis.genjob.svc.cluster.local:6379"
 
 
-def test_with_keda_the_hpa_owns_replicas(rendered) -> None:
+def test_with_keda_an_install_starts_every_pool_at_min_replicas(rendered) -> None:
+    """Left out, replicas would default to 1 and the install itself would launch a GPU node per
+    tier before KEDA's first poll. (An upgrade keeps the live count: tests/autoscaling.)"""
     for w in workers(rendered["default"]):
-        assert "replicas" not in w["spec"], w["metadata"]["name"]
+        assert w["spec"]["replicas"] == 0, w["metadata"]["name"]
 
 
 def test_without_keda_pools_have_fixed_replicas_and_no_keda_objects(rendered) -> None:
