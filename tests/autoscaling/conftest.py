@@ -61,6 +61,25 @@ from genjob_cluster.podrunner import PodRunner, RunnerConfig  # noqa: E402  (reg
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "autoscaling: needs KEDA and Karpenter on the control plane")
+    config.addinivalue_line("markers", "cluster: needs the real control plane")
+
+
+# Scenario a needs a cluster with no GPU node yet (a leftover empty node would take its pod):
+# the scenarios run in this order, on one release.
+SCENARIO_ORDER = ("harness_units", "scale_from_zero", "burst", "disruption")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.stem.removeprefix("test_autoscaling_")
+        return SCENARIO_ORDER.index(name) if name in SCENARIO_ORDER else len(SCENARIO_ORDER)
+
+    here = Path(__file__).parent
+    ours = [i for i in items if i.path.parent == here]
+    ours.sort(key=rank)
+    positions = [n for n, i in enumerate(items) if i.path.parent == here]
+    for position, item in zip(positions, ours, strict=True):
+        items[position] = item
 
 
 @pytest.fixture(scope="session")

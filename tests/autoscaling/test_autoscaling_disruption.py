@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.autoscaling]
 BUSY = "karpenter.sh/do-not-disrupt"
 # ~20-60 s of CPU on this machine: long enough to act on a worker mid-job.
 LONG = {"width": 384, "height": 384, "steps": 40}
+# Longer than the workers' drain window (25 s) plus a replacement's start: a drained worker
+# requeues its job (Preempted) and the other keeps running until the replacement is Ready.
+LONGER = {"width": 512, "height": 512, "steps": 75}
 
 
 def _running_on(release: Release, tier: str, names: list[str], count: int) -> dict[str, Any]:
@@ -64,7 +67,8 @@ def _pool_at_zero(release: Release, tier: str) -> None:
 
 
 def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release: Release) -> None:
-    tier, nodepool = "enterprise", "genjob-gpu-on-demand"
+    # The Spot pool: the on-demand NodePool allows no drift replacement in business hours.
+    tier, nodepool = "pro", "genjob-gpu-spot"
     _pool_at_zero(release, tier)
     names = release.submit(tier, 1, **LONG)
     (pod,) = _running_on(release, tier, names, 1).values()
@@ -143,7 +147,7 @@ def test_draining_worker_nodes_honours_the_pool_disruption_budget(release: Relea
     second only after a replacement is Ready (its eviction is refused until then)."""
     tier = "pro"
     _pool_at_zero(release, tier)
-    names = release.submit(tier, 2, **LONG)
+    names = release.submit(tier, 2, **LONGER)
     pods = {f"{NAMESPACE}/{p.metadata.name}" for p in _running_on(release, tier, names, 2).values()}
     nodes = sorted(
         {release.core.read_namespaced_pod(p.split("/")[1], NAMESPACE).spec.node_name for p in pods}
@@ -166,5 +170,5 @@ def test_draining_worker_nodes_honours_the_pool_disruption_budget(release: Relea
     assert len(stops) == 2, events
     between = events[stops[0] : stops[1]]
     assert any(e["event"] == "ready" and e["pod"] not in pods for e in between), between
-    release.wait_succeeded(names, timeout=480)
+    release.wait_succeeded(names, timeout=600)
     assert set(release.count_events(names, EventType.SUCCEEDED).values()) == {1}

@@ -4,6 +4,10 @@ Jobs for idle tiers -> each ScaledObject active -> a worker pod Pending -> a Nod
 that tier's NodePool (Spot for pro, on-demand for enterprise) -> the node Ready -> the pod
 Running and Ready -> the jobs Succeeded with their PNGs stored -> the pool back to 0 after
 the cooldown -> Karpenter removes the empty node. Every step is timed from the submit.
+
+The Spot pool's empty node goes after its NodePool's consolidateAfter (2 m). The on-demand
+NodePool keeps an empty node for 10 m (consolidateAfter) before the same removal, longer than
+this test waits: for enterprise it checks that the node is empty once the pool is at zero.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .conftest import Release, wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.autoscaling]
 
 TIERS = {"pro": "spot", "enterprise": "on-demand"}
+LAST_STEP = {"pro": "node removed", "enterprise": "pods gone"}
 RESULTS_MOUNT = "/var/lib/genjob/results"  # the chart's results.mountPath
 STEPS = (
     "ScaledObject active",
@@ -79,7 +84,7 @@ class PoolWatch:
         self._reach("replicas 0", r.replicas(self.tier) == 0)
         self._reach("pods gone", not pods)
         self._reach("node removed", bool(self.node_names) and not (self.node_names & set(nodes)))
-        return "node removed" in self.at
+        return LAST_STEP[self.tier] in self.at
 
 
 def test_jobs_for_idle_tiers_bring_nodes_of_the_right_capacity_type_and_leave_nothing(
@@ -94,7 +99,7 @@ def test_jobs_for_idle_tiers_bring_nodes_of_the_right_capacity_type_and_leave_no
     jobs = {tier: release.submit(tier, 1) for tier in TIERS}
     watches = {tier: PoolWatch(release, tier, jobs[tier], start) for tier in TIERS}
     wait_for(
-        "both pools to go 0 -> 1 -> 0 and their nodes to be removed",
+        "both pools to go 0 -> 1 -> 0 (and the Spot node to be removed)",
         lambda: all([w.poll() for w in watches.values()]),
         timeout=600,
         interval=0.5,
@@ -104,7 +109,7 @@ def test_jobs_for_idle_tiers_bring_nodes_of_the_right_capacity_type_and_leave_no
     for tier, capacity_type in TIERS.items():
         watch = watches[tier]
         print(f"\n[autoscaling] scale from zero, tier {tier} ({capacity_type}), seconds since submit:")
-        for step in STEPS:
+        for step in STEPS[: STEPS.index(LAST_STEP[tier]) + 1]:
             print(f"  {step:22} {watch.at[step]:7.1f}")
         # The node Karpenter launched for this tier has the capacity type of the tier's NodePool.
         assert len(watch.nodeclaims) == 1, watch.nodeclaims
@@ -113,6 +118,9 @@ def test_jobs_for_idle_tiers_bring_nodes_of_the_right_capacity_type_and_leave_no
         assert labels["karpenter.sh/capacity-type"] == capacity_type
         assert labels["node.kubernetes.io/instance-type"].split(".")[0] in ("g4dn", "g5")
         assert claim["status"]["capacity"]["nvidia.com/gpu"] == "1"
+        # Nothing of genjob's is left on the node (enterprise: it waits there for consolidateAfter).
+        node = claim["status"]["nodeName"]
+        assert not [p for p in release.core.list_pod_for_all_namespaces().items if p.spec.node_name == node]
         # Each job's image is in the result store with the sha256 its status reports.
         for name in jobs[tier]:
             job = release.job(name)
