@@ -17,3 +17,7 @@ cluster-down: ## stop the control plane started by cluster-up
 
 cluster-status: ## show which control-plane processes are running
 	$(CLUSTER_PYTHON) hack/cluster/harness.py --state-dir $(CLUSTER_STATE_DIR) status
+
+.PHONY: cluster-demo
+cluster-demo: venv redis-server tools ## the Kubernetes path locally: control plane + KEDA + Karpenter, helm install, a GenerationJob narrated to Succeeded and back to zero
+	$(PY) hack/cluster/demo.py $(DEMO_ARGS)

@@ -18,8 +18,9 @@ would start their one container:
 - node gone without a drain (a Spot reclaim with no notice): SIGKILL at once;
 - process exited on its own: the container restarts (restartPolicy Always) after a back-off.
 
-Container ports cannot be shared on one host: each pod's declared ports get free host ports,
-and ``port_env`` names the env var that tells the process its port (genjob's settings).
+Container ports cannot be shared on one host: a declared port for which ``port_env`` names the
+env var that tells the process its port (genjob's settings) gets a free host port; any other
+port is used as declared (one such pod per host: the gateway's 8000).
 Images map to host commands through ``commands`` (image repository substring -> argv prefix).
 ``model_load_delay`` adds that many seconds to every diffusers ``from_pretrained`` call of the
 pod's process (a sitecustomize hook), emulating a GPU worker loading multi-GB weights.
@@ -245,7 +246,12 @@ class PodRunner:
         if pod_dir.exists():
             shutil.rmtree(pod_dir, ignore_errors=True)
         pod_dir.mkdir(parents=True)
-        ports = {p.container_port: free_port() for p in container.ports or []}
+        # A port the process can be told about (port_env) gets a free host port; others stay as declared.
+        remap = self.config.port_env.get(container.name, {})
+        ports = {
+            p.container_port: free_port() if p.container_port in remap else p.container_port
+            for p in container.ports or []
+        }
         mounts = self._prepare_volumes(pod, container, pod_dir)
         env = self._container_env(pod, container, ports)
         argv = self._argv(container)

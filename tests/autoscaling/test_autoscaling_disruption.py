@@ -70,7 +70,8 @@ def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release
     # The Spot pool: the on-demand NodePool allows no drift replacement in business hours.
     tier, nodepool = "pro", "genjob-gpu-spot"
     _pool_at_zero(release, tier)
-    names = release.submit(tier, 1, **LONG)
+    history_start = len(release.runner.history)  # the node may have served earlier tests
+    names = release.submit(tier, 1, **LONGER)  # outlasts Karpenter's drift detection
     (pod,) = _running_on(release, tier, names, 1).values()
     node, claim = pod.spec.node_name, _claim_of(release, pod.spec.node_name)
     patch = {"spec": {"template": {"metadata": {"labels": {"genjob.io/test-drift": "1"}}}}}
@@ -88,7 +89,8 @@ def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release
         while release.phases(names)[names[0]] == "Running":
             taints = [t.key for t in release.core.read_node(node).spec.taints or []]
             assert "karpenter.sh/disrupted" not in taints, f"busy node {node} disrupted: {taints}"
-            assert not any(e["event"] == "sigterm" and e["node"] == node for e in release.runner.history)
+            stopped = [e for e in release.runner.history[history_start:] if e["event"] == "sigterm"]
+            assert not [e for e in stopped if e["node"] == node], stopped
             time.sleep(1)
         release.wait_succeeded(names)
         print(f"\n[autoscaling] drift: busy worker kept its node for {time.monotonic() - drifted_at:.1f}s")
@@ -103,7 +105,9 @@ def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release
     finally:
         patch["spec"]["template"]["metadata"]["labels"]["genjob.io/test-drift"] = None
         release.kubectl("patch", "nodepool", nodepool, "--type=merge", "-p", json.dumps(patch))
-    stops = [e for e in release.runner.history if e["event"] == "sigterm" and e["node"] == node]
+    stops = [
+        e for e in release.runner.history[history_start:] if e["event"] == "sigterm" and e["node"] == node
+    ]
     assert all(e["annotations"].get(BUSY) != "true" for e in stops), stops
     assert release.job(names[0])["status"]["attempts"] == 1
 

@@ -17,7 +17,7 @@ from genjob.keys import RedisKeys
 from genjob.settings import GenjobSettings
 from genjob.tiers import TierConfig, TierLimits, consumption_order
 
-VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal"]
+VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster"]
 
 
 def workers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
