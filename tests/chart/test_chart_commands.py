@@ -17,7 +17,8 @@ from genjob.cli import build_parser
 
 # sub-command -> the package whose cli.py must define it
 COMPONENTS = {"operator": "genjob_operator.cli", "api": "genjob_api.cli", "worker": "genjob_worker.cli"}
-VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster"]  # every ci/*-values.yaml
+# every ci/*-values.yaml
+VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster"]
 
 
 def genjob_containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
