@@ -116,9 +116,8 @@ class Narrator:
             labels, claim_name = claim["metadata"].get("labels", {}), claim["metadata"]["name"]
             instance = labels.get("node.kubernetes.io/instance-type")
             capacity, pool = labels.get("karpenter.sh/capacity-type"), labels.get("karpenter.sh/nodepool")
-            self.step(
-                f"claim-{claim_name}", True, f"NodeClaim {claim_name}: {instance} ({capacity}) from {pool}"
-            )
+            message = f"Karpenter NodeClaim {claim_name}: {instance} ({capacity}) from NodePool {pool}"
+            self.step(f"claim-{claim_name}", True, message)
         for node in self.nodes & set(nodes):
             ready = any(c.type == "Ready" and c.status == "True" for c in nodes[node].status.conditions or [])
             self.step(f"ready-{node}", ready, f"node {node} Ready")

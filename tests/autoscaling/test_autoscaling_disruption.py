@@ -70,6 +70,18 @@ def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release
     # The Spot pool: the on-demand NodePool allows no drift replacement in business hours.
     tier, nodepool = "pro", "genjob-gpu-spot"
     _pool_at_zero(release, tier)
+    # A fresh node: an empty one left by an earlier test may be in Karpenter's emptiness
+    # consolidation already, and a pod landing on it then races that decision.
+    wait_for(
+        "earlier Spot nodes to be consolidated away",
+        lambda: (
+            not [
+                n for n in release.karpenter_nodes() if n.metadata.labels["karpenter.sh/nodepool"] == nodepool
+            ]
+        ),
+        timeout=400,
+        interval=2,
+    )
     history_start = len(release.runner.history)  # the node may have served earlier tests
     names = release.submit(tier, 1, **LONGER)  # outlasts Karpenter's drift detection
     (pod,) = _running_on(release, tier, names, 1).values()
