@@ -1,8 +1,8 @@
 """Scenarios c, d and e: Karpenter disruption, Spot interruption and a voluntary drain.
 
-c. Karpenter does not disrupt a node whose worker is busy (the worker marks its own pod
-   karpenter.sh/do-not-disrupt) and does once the worker is idle: a drifted NodePool (its
-   template changed) waits for the running job, then the node is replaced.
+c. Karpenter's consolidation does not disrupt a node whose worker is busy (the worker marks its
+   own pod karpenter.sh/do-not-disrupt) and does once the worker is idle; drift (eventual
+   disruption, bounded by the NodePool's terminationGracePeriod) drains a busy worker gracefully.
 d. Spot interruption with notice (Karpenter deletes the NodeClaim, as its interruption queue
    handler does) and without (the instance vanishes: its Node object is gone at once): the
    jobs come back (Preempted, attempt not counted; or reaped after the lease, counted) and
@@ -66,62 +66,92 @@ def _pool_at_zero(release: Release, tier: str) -> None:
     )
 
 
-def test_a_drifted_node_is_replaced_only_after_its_busy_worker_went_idle(release: Release) -> None:
-    # The Spot pool: the on-demand NodePool allows no drift replacement in business hours.
+def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(release: Release) -> None:
+    """Consolidation is graceful disruption: a pod marked karpenter.sh/do-not-disrupt blocks it.
+    The worker runs on a g5.xlarge (the NodePool briefly allowed only g5); once g4dn is allowed
+    again a cheaper node would do, yet Karpenter leaves the node alone while the job runs
+    (DisruptionBlocked) and takes it once the worker is idle."""
     tier, nodepool = "pro", "genjob-gpu-spot"
     _pool_at_zero(release, tier)
-    # A fresh node: an empty one left by an earlier test may be in Karpenter's emptiness
-    # consolidation already, and a pod landing on it then races that decision.
+    history_start = len(release.runner.history)
+    requirements = release.custom.get_cluster_custom_object("karpenter.sh", "v1", "nodepools", nodepool)[
+        "spec"
+    ]["template"]["spec"]["requirements"]
+    family = next(i for i, r in enumerate(requirements) if r["key"] == "karpenter.k8s.aws/instance-family")
+    path = f"/spec/template/spec/requirements/{family}/values"
+    original = requirements[family]["values"]
+    release.kubectl("patch", "nodepool", nodepool, "--type=json", "-p", json.dumps([
+        {"op": "replace", "path": path, "value": ["g5"]}]))  # fmt: skip
+    try:
+        names = release.submit(tier, 1, **LONGER, numImages=3)  # minutes: past consolidateAfter (2 m)
+        (pod,) = _running_on(release, tier, names, 1).values()
+    finally:
+        release.kubectl("patch", "nodepool", nodepool, "--type=json", "-p", json.dumps([
+            {"op": "replace", "path": path, "value": original}]))  # fmt: skip
+    node = release.core.read_node(pod.spec.node_name)
+    assert node.metadata.labels["node.kubernetes.io/instance-type"].startswith("g5."), node.metadata.labels
+
+    def blocked() -> bool:
+        events = release.core.list_event_for_all_namespaces(
+            field_selector=f"involvedObject.name={node.metadata.name}"
+        )
+        return any(
+            e.reason == "DisruptionBlocked" and "do-not-disrupt" in (e.message or "") for e in events.items
+        )
+
+    # While the job runs: Karpenter sees the cheaper option but is blocked by the busy worker.
+    while release.phases(names)[names[0]] == "Running":
+        taints = [t.key for t in release.core.read_node(node.metadata.name).spec.taints or []]
+        assert "karpenter.sh/disrupted" not in taints, f"busy node {node.metadata.name} disrupted: {taints}"
+        if blocked():
+            break
+        time.sleep(2)
+    assert blocked(), "Karpenter never considered the node: the job ended before consolidateAfter"
+    release.wait_succeeded(names, timeout=600)
     wait_for(
-        "earlier Spot nodes to be consolidated away",
-        lambda: (
-            not [
-                n for n in release.karpenter_nodes() if n.metadata.labels["karpenter.sh/nodepool"] == nodepool
-            ]
-        ),
+        f"Karpenter to take node {node.metadata.name} once its worker is idle",
+        lambda: node.metadata.name not in {n.metadata.name for n in release.karpenter_nodes()},
         timeout=400,
         interval=2,
+        logs=[release.runner],
     )
-    history_start = len(release.runner.history)  # the node may have served earlier tests
-    names = release.submit(tier, 1, **LONGER)  # outlasts Karpenter's drift detection
+    stops = [e for e in release.runner.history[history_start:] if e["event"] == "sigterm"]
+    assert all(e["annotations"].get(BUSY) != "true" for e in stops if e["node"] == node.metadata.name), stops
+    assert release.job(names[0])["status"]["attempts"] == 1
+    assert release.count_events(names, EventType.REQUEUED) == {names[0]: 0}
+
+
+def test_drift_drains_a_busy_worker_gracefully_and_loses_nothing(release: Release) -> None:
+    """Drift is eventual disruption: with a NodePool terminationGracePeriod Karpenter proceeds
+    despite do-not-disrupt and deletes the busy pod at (node grace - pod grace), at once on Spot
+    (2 m, 120 s). The worker drains: it finishes the job or checkpoints and requeues it
+    (Preempted, not counted), and the job completes once."""
+    tier, nodepool = "pro", "genjob-gpu-spot"
+    _pool_at_zero(release, tier)
+    history_start = len(release.runner.history)
+    names = release.submit(tier, 1, **LONGER)
     (pod,) = _running_on(release, tier, names, 1).values()
-    node, claim = pod.spec.node_name, _claim_of(release, pod.spec.node_name)
     patch = {"spec": {"template": {"metadata": {"labels": {"genjob.io/test-drift": "1"}}}}}
     release.kubectl("patch", "nodepool", nodepool, "--type=merge", "-p", json.dumps(patch))
     try:
-
-        def drifted() -> bool:
-            claims = {c["metadata"]["name"]: c for c in release.nodeclaims()}
-            conditions = claims[claim]["status"].get("conditions", [])
-            return any(c["type"] == "Drifted" and c["status"] == "True" for c in conditions)
-
-        wait_for("the NodeClaim to be marked Drifted", drifted, timeout=120, interval=1)
-        drifted_at = time.monotonic()
-        # While the job runs, Karpenter leaves the node alone: no taint, no eviction.
-        while release.phases(names)[names[0]] == "Running":
-            taints = [t.key for t in release.core.read_node(node).spec.taints or []]
-            assert "karpenter.sh/disrupted" not in taints, f"busy node {node} disrupted: {taints}"
-            stopped = [e for e in release.runner.history[history_start:] if e["event"] == "sigterm"]
-            assert not [e for e in stopped if e["node"] == node], stopped
-            time.sleep(1)
-        release.wait_succeeded(names)
-        print(f"\n[autoscaling] drift: busy worker kept its node for {time.monotonic() - drifted_at:.1f}s")
-        # Idle now (annotation cleared): the drifted node goes away.
         wait_for(
-            f"Karpenter to remove drifted node {node} once its worker is idle",
-            lambda: node not in {n.metadata.name for n in release.karpenter_nodes()},
+            f"the drifted node {pod.spec.node_name} to go",
+            lambda: pod.spec.node_name not in {n.metadata.name for n in release.karpenter_nodes()},
             timeout=300,
             interval=1,
             logs=[release.runner],
         )
+        release.wait_succeeded(names, timeout=600)
     finally:
         patch["spec"]["template"]["metadata"]["labels"]["genjob.io/test-drift"] = None
         release.kubectl("patch", "nodepool", nodepool, "--type=merge", "-p", json.dumps(patch))
-    stops = [
-        e for e in release.runner.history[history_start:] if e["event"] == "sigterm" and e["node"] == node
-    ]
-    assert all(e["annotations"].get(BUSY) != "true" for e in stops), stops
+    ours = f"{NAMESPACE}/{pod.metadata.name}"
+    events = [e["event"] for e in release.runner.history[history_start:] if e["pod"] == ours]
+    assert events[: events.index("sigterm") + 1][-1] == "sigterm" and "node-gone-sigkill" not in events, (
+        events
+    )
     assert release.job(names[0])["status"]["attempts"] == 1
+    assert release.count_events(names, EventType.SUCCEEDED) == {names[0]: 1}
 
 
 def test_spot_reclaims_with_and_without_notice_lose_no_job_and_run_none_twice(release: Release) -> None:
