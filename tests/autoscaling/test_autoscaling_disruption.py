@@ -27,9 +27,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.autoscaling]
 BUSY = "karpenter.sh/do-not-disrupt"
 # ~20-60 s of CPU on this machine: long enough to act on a worker mid-job.
 LONG = {"width": 384, "height": 384, "steps": 40}
-# Longer than the workers' drain window (25 s) plus a replacement's start: a drained worker
-# requeues its job (Preempted) and the other keeps running until the replacement is Ready.
+# ~1.5 minutes: outlasts Karpenter's drift detection.
 LONGER = {"width": 512, "height": 512, "steps": 75}
+# ~4 minutes: outlasts consolidateAfter (2 m), and the workers' drain window (115 s) plus a
+# replacement's start, so a drained worker checkpoints and requeues its job (Preempted) while the
+# other keeps running until the replacement is Ready.
+LONGEST = {"width": 768, "height": 768, "steps": 75, "numImages": 4}
 
 
 def _running_on(release: Release, tier: str, names: list[str], count: int) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(rele
     release.kubectl("patch", "nodepool", nodepool, "--type=json", "-p", json.dumps([
         {"op": "replace", "path": path, "value": ["g5"]}]))  # fmt: skip
     try:
-        names = release.submit(tier, 1, **LONGER, numImages=3)  # minutes: past consolidateAfter (2 m)
+        names = release.submit(tier, 1, **LONGEST)
         (pod,) = _running_on(release, tier, names, 1).values()
     finally:
         release.kubectl("patch", "nodepool", nodepool, "--type=json", "-p", json.dumps([
@@ -91,12 +94,17 @@ def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(rele
     node = release.core.read_node(pod.spec.node_name)
     assert node.metadata.labels["node.kubernetes.io/instance-type"].startswith("g5."), node.metadata.labels
 
+    claim = _claim_of(release, node.metadata.name)
+    busy_pod = f"Pod={NAMESPACE}/{pod.metadata.name}"
+
     def blocked() -> bool:
-        events = release.core.list_event_for_all_namespaces(
-            field_selector=f"involvedObject.name={node.metadata.name}"
-        )
+        """Karpenter's DisruptionBlocked event on the NodeClaim names the busy worker's annotation."""
+        events = release.core.list_event_for_all_namespaces(field_selector=f"involvedObject.name={claim}")
         return any(
-            e.reason == "DisruptionBlocked" and "do-not-disrupt" in (e.message or "") for e in events.items
+            e.reason == "DisruptionBlocked"
+            and "do-not-disrupt" in (e.message or "")
+            and busy_pod in e.message
+            for e in events.items
         )
 
     # While the job runs: Karpenter sees the cheaper option but is blocked by the busy worker.
@@ -193,7 +201,7 @@ def test_draining_worker_nodes_honours_the_pool_disruption_budget(release: Relea
     second only after a replacement is Ready (its eviction is refused until then)."""
     tier = "pro"
     _pool_at_zero(release, tier)
-    names = release.submit(tier, 2, **LONGER)
+    names = release.submit(tier, 2, **LONGEST)
     pods = {f"{NAMESPACE}/{p.metadata.name}" for p in _running_on(release, tier, names, 2).values()}
     nodes = sorted(
         {release.core.read_namespaced_pod(p.split("/")[1], NAMESPACE).spec.node_name for p in pods}
@@ -216,5 +224,5 @@ def test_draining_worker_nodes_honours_the_pool_disruption_budget(release: Relea
     assert len(stops) == 2, events
     between = events[stops[0] : stops[1]]
     assert any(e["event"] == "ready" and e["pod"] not in pods for e in between), between
-    release.wait_succeeded(names, timeout=600)
+    release.wait_succeeded(names, timeout=900)
     assert set(release.count_events(names, EventType.SUCCEEDED).values()) == {1}
