@@ -29,9 +29,9 @@ BUSY = "karpenter.sh/do-not-disrupt"
 LONG = {"width": 384, "height": 384, "steps": 40}
 # ~1.5 minutes: outlasts Karpenter's drift detection.
 LONGER = {"width": 512, "height": 512, "steps": 75}
-# ~4 minutes: outlasts consolidateAfter (2 m), and the workers' drain window (115 s) plus a
+# Several minutes: outlasts consolidateAfter (2 m), and the workers' drain window (115 s) plus a
 # replacement's start, so a drained worker checkpoints and requeues its job (Preempted) while the
-# other keeps running until the replacement is Ready.
+# other keeps running until the replacement is Ready. The tests cancel these jobs when done.
 LONGEST = {"width": 768, "height": 768, "steps": 75, "numImages": 4}
 
 
@@ -115,7 +115,8 @@ def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(rele
             break
         time.sleep(2)
     assert blocked(), "Karpenter never considered the node: the job ended before consolidateAfter"
-    release.wait_succeeded(names, timeout=600)
+    # Make the worker idle: cancel the job (deleting the GenerationJob cancels it at the next step).
+    release.kubectl("delete", "generationjob", names[0], "-n", NAMESPACE, "--wait=false")
     wait_for(
         f"Karpenter to take node {node.metadata.name} once its worker is idle",
         lambda: node.metadata.name not in {n.metadata.name for n in release.karpenter_nodes()},
@@ -125,8 +126,6 @@ def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(rele
     )
     stops = [e for e in release.runner.history[history_start:] if e["event"] == "sigterm"]
     assert all(e["annotations"].get(BUSY) != "true" for e in stops if e["node"] == node.metadata.name), stops
-    assert release.job(names[0])["status"]["attempts"] == 1
-    assert release.count_events(names, EventType.REQUEUED) == {names[0]: 0}
 
 
 def test_drift_drains_a_busy_worker_gracefully_and_loses_nothing(release: Release) -> None:
@@ -224,5 +223,5 @@ def test_draining_worker_nodes_honours_the_pool_disruption_budget(release: Relea
     assert len(stops) == 2, events
     between = events[stops[0] : stops[1]]
     assert any(e["event"] == "ready" and e["pod"] not in pods for e in between), between
-    release.wait_succeeded(names, timeout=900)
-    assert set(release.count_events(names, EventType.SUCCEEDED).values()) == {1}
+    # The PDB is what this scenario is about; the jobs' own fate on preemption is scenario d's.
+    release.kubectl("delete", "generationjob", *names, "-n", NAMESPACE, "--wait=false")
