@@ -171,3 +171,28 @@ def kwok_node(
         "spec": {"taints": taints or []},
         "status": {"capacity": dict(capacity), "allocatable": dict(capacity)},
     }
+
+
+def pre_bound_volume(claim: str, namespace: str, *, with_claim: bool = True) -> list[dict]:
+    """A PersistentVolume bound in advance to ``namespace/claim`` (no provisioner runs here), and
+    the claim itself unless a chart creates it (``with_claim=False``)."""
+    name = f"{namespace}-{claim}"
+    spec = {"accessModes": ["ReadWriteMany"], "storageClassName": "genjob-local"}
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            **spec,
+            "capacity": {"storage": "50Gi"},
+            "hostPath": {"path": f"/nonexistent/{name}"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {**spec, "resources": {"requests": {"storage": "50Gi"}}, "volumeName": name},
+    }
+    return [volume, pvc] if with_claim else [volume]

@@ -51,27 +51,6 @@ def say(message: str, start: float) -> None:
     print(f"[{time.monotonic() - start:6.1f}s] {message}", flush=True)
 
 
-def static_volumes(claims: dict[str, str]) -> list[dict[str, Any]]:
-    """PersistentVolumes pre-bound to the claims the chart uses (no provisioner runs here)."""
-    objects: list[dict[str, Any]] = []
-    for claim, namespace in claims.items():
-        objects.append(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": f"demo-{claim}"},
-                "spec": {
-                    "capacity": {"storage": "50Gi"},
-                    "accessModes": ["ReadWriteMany"],
-                    "storageClassName": "genjob-local",
-                    "hostPath": {"path": f"/nonexistent/{claim}"},
-                    "claimRef": {"namespace": namespace, "name": claim},
-                },
-            }
-        )
-    return objects
-
-
 class Narrator:
     """Polls the cluster and prints each step of the job's way the first time it happens."""
 
@@ -168,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     from kubernetes import client, config
 
     from genjob.localredis import RedisServer
-    from genjob_cluster.podrunner import PodRunner, RunnerConfig
+    from genjob_cluster.components import pre_bound_volume
+    from genjob_cluster.podrunner import PodRunner, genjob_runner_config
 
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -192,35 +172,18 @@ def run(args: argparse.Namespace) -> int:
         say(f"redis-server on {redis.url} (AOF on; genjob's queue)", start)
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         genjob = str(Path(sys.executable).with_name("genjob"))
+        pvc_dirs = {"genjob-models": models, "genjob-results": results}
         runner = PodRunner(
             client.CoreV1Api(api),
             state / "pods",
-            RunnerConfig(
-                commands={"genjob-worker": [genjob], "genjob-api": [genjob]},
-                pvc_dirs={"genjob-models": models, "genjob-results": results},
-                port_env={
-                    "worker": {8081: "GENJOB_WORKER__HTTP_PORT"},
-                    "operator": {8080: "GENJOB_OPERATOR__HTTP_PORT"},
-                },
-                api_port=cluster.ports.api,
-            ),
+            genjob_runner_config(cluster.ports.api, pvc_dirs, genjob),
             log=lambda m: print(f"[demo] {m}", flush=True) if args.verbose else None,
         ).start()
         cluster.kubectl("create", "namespace", NAMESPACE)
-        volumes = static_volumes({"genjob-models": NAMESPACE, "genjob-results": NAMESPACE})
+        # The models claim is the platform's (the chart mounts it); the results claim the chart creates.
+        volumes = pre_bound_volume("genjob-models", NAMESPACE)
+        volumes += pre_bound_volume("genjob-results", NAMESPACE, with_claim=False)
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(volumes))
-        models_claim = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "genjob-models", "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "genjob-local",
-                "resources": {"requests": {"storage": "50Gi"}},
-                "volumeName": "demo-genjob-models",
-            },
-        }
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(models_claim))
         say(
             f"helm install {RELEASE} charts/genjob -n {NAMESPACE} -f {LOCAL_VALUES.relative_to(REPO)} ...",
             start,

@@ -96,6 +96,20 @@ class RunnerConfig:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
+def genjob_runner_config(api_port: int, pvc_dirs: Mapping[str, Path], genjob: str) -> RunnerConfig:
+    """How genjob's images run here: ``genjob`` from this venv; workers and operators get free
+    ports through their settings (one gateway per host keeps its 8000)."""
+    return RunnerConfig(
+        commands={"genjob-worker": [genjob], "genjob-api": [genjob]},
+        pvc_dirs=pvc_dirs,
+        port_env={
+            "worker": {8081: "GENJOB_WORKER__HTTP_PORT"},
+            "operator": {8080: "GENJOB_OPERATOR__HTTP_PORT"},
+        },
+        api_port=api_port,
+    )
+
+
 @dataclass
 class RunningPod:
     """One pod's process and what the runner knows about it."""

@@ -56,7 +56,8 @@ def _load(name: str, path: Path) -> Any:
 _cluster_conftest = _load("genjob_cluster_conftest", REPO / "tests" / "cluster" / "conftest.py")
 harness = _cluster_conftest.harness
 wait_for = _cluster_conftest.wait_for
-from genjob_cluster.podrunner import PodRunner, RunnerConfig  # noqa: E402  (registered by the harness)
+from genjob_cluster.components import pre_bound_volume  # noqa: E402  (registered by the harness)
+from genjob_cluster.podrunner import PodRunner, genjob_runner_config  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -136,15 +137,8 @@ def pod_runner(
     from kubernetes import client
 
     genjob = str(Path(sys.executable).with_name("genjob"))
-    config = RunnerConfig(
-        commands={"genjob-worker": [genjob], "genjob-api": [genjob]},
-        pvc_dirs={"genjob-models": as_tiny_model, "genjob-results": as_results},
-        port_env={
-            "worker": {8081: "GENJOB_WORKER__HTTP_PORT"},
-            "operator": {8080: "GENJOB_OPERATOR__HTTP_PORT"},
-        },
-        api_port=autoscaling_cluster.ports.api,
-    )
+    pvc_dirs = {"genjob-models": as_tiny_model, "genjob-results": as_results}
+    config = genjob_runner_config(autoscaling_cluster.ports.api, pvc_dirs, genjob)
     core = client.CoreV1Api(autoscaling_cluster_api(autoscaling_cluster))
     runner = PodRunner(core, tmp_path_factory.mktemp("as-pods"), config, log=lambda m: print(m, flush=True))
     runner.start()
@@ -156,35 +150,6 @@ def autoscaling_cluster_api(cluster: Any) -> Any:
     from kubernetes import config
 
     return config.new_client_from_config(config_file=str(cluster.kubeconfig))
-
-
-def static_pv(name: str, claim: str) -> list[dict[str, Any]]:
-    """A PersistentVolume pre-bound to its claim (no provisioner runs here) and the claim."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{NAMESPACE}-{name}"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "genjob-autoscaling",
-                "hostPath": {"path": f"/nonexistent/{name}"},
-                "claimRef": {"namespace": NAMESPACE, "name": claim},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "genjob-autoscaling",
-                "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": f"{NAMESPACE}-{name}",
-            },
-        },
-    ]
 
 
 def helm_args(redis: RedisServer) -> list[str]:
@@ -335,7 +300,7 @@ def release(
         "label", "namespace", NAMESPACE,
         "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/warn=restricted",
     )  # fmt: skip
-    objects = static_pv("models", "genjob-models") + static_pv("results", "genjob-results")
+    objects = pre_bound_volume("genjob-models", NAMESPACE) + pre_bound_volume("genjob-results", NAMESPACE)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
     wait_for(
         "serviceaccount default",
