@@ -94,12 +94,17 @@ class RunnerConfig:
     probe_period: float = 1.0
     model_load_delay: float = 0.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Host directories the processes need (the project and its venv). They stay visible even when a
+    # volume is mounted at a parent of theirs (an emptyDir at /tmp over a checkout in /tmp/...).
+    host_paths: tuple[Path, ...] = ()
 
 
 def genjob_runner_config(api_port: int, pvc_dirs: Mapping[str, Path], genjob: str) -> RunnerConfig:
     """How genjob's images run here: ``genjob`` from this venv; workers and operators get free
     ports through their settings (one gateway per host keeps its 8000)."""
+    venv = Path(genjob).resolve().parent.parent
     return RunnerConfig(
+        host_paths=(Path(__file__).resolve().parents[2], venv),
         commands={"genjob-worker": [genjob], "genjob-api": [genjob]},
         pvc_dirs=pvc_dirs,
         port_env={
@@ -326,11 +331,23 @@ class PodRunner:
     ) -> subprocess.Popen:
         """unshare a mount namespace, bind the volumes, drop to the pod's user, exec the command."""
         lines = ["set -e"]
+        covered = [
+            path
+            for path in (Path(p).resolve() for p in self.config.host_paths)
+            if any(str(path).startswith(target.rstrip("/") + "/") for _, target, _ in mounts)
+        ]
+        stage = Path("/run/podrunner") / pod.metadata.uid
+        for i, path in enumerate(covered):  # put aside before a volume hides them ...
+            lines.append(f"mkdir -p {stage}/{i} && mount --bind {shlex.quote(str(path))} {stage}/{i}")
         for source, target, read_only in mount_order(mounts):
             lines.append(f"mkdir -p {shlex.quote(target)}")
             lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+        for i, path in enumerate(covered):  # ... and back in place on top of it
+            lines.append(
+                f"mkdir -p {shlex.quote(str(path))} && mount --bind {stage}/{i} {shlex.quote(str(path))}"
+            )
         security = pod.spec.security_context
         user = getattr(security, "run_as_user", None) if security else None
         group = getattr(security, "run_as_group", None) if security else None
