@@ -11,7 +11,7 @@ What runs, per tier (names as in the chart and karpenter/):
   scaler is on (operator.pushScaler.enabled); no work for cooldownPeriod -> minReplicas;
 - the HPA syncs every 15 s: ceil(that sum / listLength) outside the tolerance, scale-up
   by max(4 pods, 100%) per period, scale-down by the chart's policy (stabilization window =
-  cooldownPeriod, one pod a minute); the ReplicaSet removes unscheduled, then starting, then idle,
+  cooldownPeriod, `worker.keda.scaleDown` pods per period); the ReplicaSet removes unscheduled, then starting, then idle,
   then busy pods (pod-deletion-cost);
 - Karpenter batches unschedulable pods (1 s idle / 10 s max), launches one node per pod (one GPU
   each) of the cheapest allowed instance type, and deletes an empty node consolidateAfter after
@@ -430,8 +430,9 @@ class Simulation:
             desired = min(recommended, current + int(step))
         else:
             desired = min(current, max(r for _, r in pool.recommendations))
-            pool.scale_downs = [(t, n) for t, n in pool.scale_downs if t > now - 60]
-            allowed = max(0, 1 - sum(n for _, n in pool.scale_downs))  # chart policy: 1 pod per 60 s
+            policy = keda.scale_down
+            pool.scale_downs = [(t, n) for t, n in pool.scale_downs if t > now - policy.period_seconds]
+            allowed = max(0, policy.pods - sum(n for _, n in pool.scale_downs))
             desired = max(desired, current - allowed)
             if desired < current:
                 pool.scale_downs.append((now, current - desired))

@@ -36,6 +36,15 @@ CHART_TIER_POOLS: dict[str, dict[str, Any]] = {
 _CAMEL = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class ScaleDownValues(BaseModel):
+    """`worker.keda.scaleDown` of the chart: the HPA removes at most `pods` per `periodSeconds`."""
+
+    model_config = _CAMEL
+
+    pods: int = Field(1, ge=1)
+    period_seconds: int = Field(60, ge=1, alias="periodSeconds")
+
+
 class KedaValues(BaseModel):
     """`worker.keda` of the chart."""
 
@@ -46,6 +55,7 @@ class KedaValues(BaseModel):
     polling_interval: int = Field(15, ge=1, alias="pollingInterval")
     cooldown_period: int = Field(300, ge=0, alias="cooldownPeriod")
     list_length: int = Field(1, ge=1, alias="listLength")
+    scale_down: ScaleDownValues = Field(default_factory=ScaleDownValues, alias="scaleDown")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> KedaValues:
