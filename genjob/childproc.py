@@ -11,6 +11,7 @@ killed parent leaves its children running.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from functools import cache
 
@@ -23,3 +24,16 @@ def _setpriv() -> str | None:
 def tied_to_parent(cmd: list[str]) -> list[str]:
     setpriv = _setpriv()
     return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else list(cmd)
+
+
+def stop_gracefully(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds (a Redis primary, for one,
+    waits up to its shutdown-timeout of 10 s for lagging replicas before it exits)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -20,7 +20,7 @@ from typing import cast
 
 import redis
 
-from genjob.childproc import tied_to_parent
+from genjob.childproc import stop_gracefully, tied_to_parent
 
 
 class RedisServerError(RuntimeError):
@@ -106,6 +106,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password, "--masterauth", self.password]
+        # A loopback primary has no reason to wait (default 5 s) for more replicas before a sync.
+        args += ["--repl-diskless-sync-delay", "0"]
         if self.replica_of:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(
@@ -138,9 +140,9 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             if kill:
                 self.process.kill()
+                self.process.wait()
             else:
-                self.process.terminate()
-            self.process.wait(timeout=10)
+                stop_gracefully(self.process)
         self.process = None
 
     def restart(self, kill: bool = False) -> RedisServer:
@@ -206,9 +208,8 @@ class SentinelServer:
         return int(address[1])
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        if self.process:
+            stop_gracefully(self.process)
         self.process = None
 
 
