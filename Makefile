@@ -6,7 +6,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+# pyproject.toml states ranges; requirements.lock (made by `make lock` with this uv) pins every
+# distribution exactly, so every machine and CI install the same versions.
+UV_VERSION := 0.13.8
 
 -include hack/cluster/cluster.mk
 -include hack/chart.mk
@@ -16,16 +19,24 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "==> installing genjob and its pinned dependencies into $(VENV) (first run downloads torch: a few minutes)"
+	@echo "==> installing genjob and its locked dependencies into $(VENV) (first run downloads torch: a few minutes)"
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 .PHONY: venv
-venv: $(STAMP) ## create .venv and install genjob with every pinned dependency
+venv: $(STAMP) ## create .venv and install genjob with every locked dependency (requirements.lock)
+
+.PHONY: lock
+lock: ## re-resolve requirements.lock from pyproject.toml's ranges (after changing a dependency)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --custom-compile-command "make lock" --quiet -o requirements.lock
 
 .PHONY: redis-server
 redis-server: ## install redis-server from Debian if it is missing

