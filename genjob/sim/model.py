@@ -11,8 +11,8 @@ What runs, per tier (names as in the chart and karpenter/):
   scaler is on (operator.pushScaler.enabled); no work for cooldownPeriod -> minReplicas;
 - the HPA syncs every 15 s: ceil(that sum / listLength) outside the tolerance, scale-up
   by max(4 pods, 100%) per period, scale-down by the chart's policy (stabilization window =
-  cooldownPeriod, `worker.keda.scaleDown` pods per period); the ReplicaSet removes unscheduled, then starting, then idle,
-  then busy pods (pod-deletion-cost);
+  cooldownPeriod, `worker.keda.scaleDown` pods per period); the ReplicaSet removes
+  unscheduled, then starting, then idle, then busy pods (pod-deletion-cost);
 - Karpenter batches unschedulable pods (1 s idle / 10 s max), launches one node per pod (one GPU
   each) of the cheapest allowed instance type, and deletes an empty node consolidateAfter after
   it emptied; a pod binds to an empty Ready node of its capacity type first;
