@@ -88,6 +88,40 @@ def test_a_command_whose_retries_span_the_failover_reaches_the_new_primary(
     assert [j.id for j in queue.claim(["free"], "w", max_jobs=2)] == ["a", "b"]
 
 
+def test_an_idle_worker_blocked_on_the_dying_primary_claims_from_the_new_one(
+    deployment: SentinelDeployment,
+) -> None:
+    """An idle worker waits in `claim(block_seconds=...)` (BLPOP on its wake list) when the
+    primary is killed: the command fails in flight, and its retries must reach the new
+    primary through the sentinels. redis-py alone (issue #3874) reconnects such a retry to the
+    old address: the dead port, then the old primary restarted as a replica, which answers
+    READONLY until the retries run out. genjob.connect's `_FollowPrimary` asks the sentinels."""
+    settings = sentinel_settings(deployment)
+    worker, producer = job_queue(settings), job_queue(settings)
+    deployment.wait_replicas_known()
+    outcome: dict[str, object] = {}
+
+    def wait_for_work() -> None:
+        try:
+            outcome["jobs"] = [j.id for j in worker.claim(["free"], "w", block_seconds=120)]
+        except Exception as error:  # the assertion below shows it
+            outcome["error"] = error
+
+    waiting = threading.Thread(target=wait_for_work)
+    waiting.start()
+    try:
+        primary = deployment.primary().client()
+        while not any(c["cmd"] == "blpop" for c in primary.client_list()):
+            time.sleep(0.05)  # the worker is blocked on the primary about to die
+        primary.close()
+        killed, _seconds = deployment.kill_primary()
+        deployment.restart_as_replica(killed)
+        assert producer.enqueue(job("a")).created  # on the new primary: wakes the worker
+    finally:
+        waiting.join(timeout=180)
+    assert outcome == {"jobs": ["a"]}
+
+
 def test_the_asyncio_client_follows_the_primary_through_a_failover(
     deployment: SentinelDeployment,
 ) -> None:
