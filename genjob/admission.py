@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from genjob.batching import queue_batch_key
 from genjob.errors import InvalidSpecError, UnknownTierError
 from genjob.jobspec import GenerationJobSpec, check_against_tier
 from genjob.queue import NewJob
@@ -54,14 +55,6 @@ def admit(spec: GenerationJobSpec, tenant: str, settings: GenjobSettings) -> Gen
     return spec.model_copy(update={"model": resolve_model(spec, settings)})
 
 
-def batch_key(spec: GenerationJobSpec) -> str:
-    """Jobs with equal keys can run as one pipeline call (same model, shape, steps, guidance, mode)."""
-    mode = "img2img" if spec.init_image else "txt2img"
-    return (
-        f"{spec.model}|{spec.width}x{spec.height}|{spec.steps}|{spec.guidance_scale}|{mode}|{spec.strength}"
-    )
-
-
 def new_job(job_id: str, spec: GenerationJobSpec, meta: dict[str, Any] | None = None) -> NewJob:
     """The queue entry for an admitted spec (its model must be resolved already)."""
     if spec.model is None:
@@ -72,6 +65,6 @@ def new_job(job_id: str, spec: GenerationJobSpec, meta: dict[str, Any] | None = 
         spec=spec.to_wire(),
         priority=spec.priority,
         max_attempts=spec.max_attempts,
-        batch_key=batch_key(spec),
+        batch_key=queue_batch_key(job_id, spec, spec.model),
         meta=meta or {},
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, admit, batch_key, new_job
+from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, admit, new_job
+from genjob.batching import batch_key
 from genjob.errors import InvalidSpecError, UnknownTierError
 from genjob.jobspec import GenerationJobSpec, Phase
 from genjob.settings import GenjobSettings
@@ -104,10 +105,24 @@ def test_new_job_needs_an_admitted_spec_and_groups_compatible_jobs() -> None:
     a = admit(spec(prompt="one", seed=1), "t", settings)
     b = admit(spec(prompt="two", seed=2), "t", settings)
     c = admit(spec(prompt="three", width=128), "t", settings)
-    assert batch_key(a) == batch_key(b) != batch_key(c)
+    assert new_job("a", a).batch_key == new_job("b", b).batch_key != new_job("c", c).batch_key
     queued = new_job("a", a, {"name": "x"})
     assert queued.spec["model"] == "tiny" and queued.meta == {"name": "x"} and queued.max_attempts == 3
 
 
 def test_final_phases() -> None:
     assert {p for p in Phase if p.is_final} == {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
+
+
+def test_queue_batch_key_is_the_workers_so_a_claimed_batch_runs_as_one_call() -> None:
+    """The queue claims together exactly what the worker can run in one pipeline call."""
+    settings = GenjobSettings()
+    plain = admit(spec(prompt="one"), "t", settings)
+    negative = admit(spec(prompt="two", negative_prompt="blurry"), "t", settings)
+    img2img = admit(spec(prompt="three", init_image="data:image/png;base64,AA=="), "t", settings)
+    assert new_job("a", plain).batch_key == batch_key(plain, "tiny")
+    # SDXL treats "no negative prompt" differently from one: never one call, so never one claim.
+    assert new_job("a", plain).batch_key != new_job("b", negative).batch_key
+    # img2img runs alone: two such jobs are never claimed as one batch.
+    assert batch_key(img2img, "tiny") is None
+    assert new_job("c", img2img).batch_key != new_job("d", img2img).batch_key

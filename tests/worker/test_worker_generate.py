@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from genjob.batching import batch_key
 from genjob.jobspec import Reason
 from genjob_worker.generate import (
     GenerationOutput,
     StopGeneration,
-    batch_key,
     choose_seed,
     run_batch,
     run_generation,

@@ -15,7 +15,7 @@ Resuming: given a `Checkpoint`, `run_generation` continues the job from the chec
 step instead of starting over (same images, bit for bit on CPU); steps count over the
 whole job, so progress goes on from where the checkpoint left it.
 
-Batching: `run_batch` runs several compatible txt2img specs (same `batch_key`) as ONE
+Batching: `run_batch` runs several compatible txt2img specs (same `genjob.batching.batch_key`) as ONE
 pipeline call with a list of prompts and a list of generators, then splits the images
 back per job; the images equal those of running each job alone with the same seed (up to
 floating-point noise).
@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from genjob.batching import batch_key
 from genjob.errors import GenjobError, InvalidSpecError
 from genjob.jobspec import MAX_SEED, GenerationJobSpec, Reason
 from genjob_worker.checkpoint import Checkpoint, CheckpointRefusedError
@@ -212,17 +213,6 @@ def _continue(
         downscaled=(checkpoint.width, checkpoint.height) != (spec.width, spec.height),
         resumed_from_step=snap.step,
     )
-
-
-def batch_key(spec: GenerationJobSpec, model_name: str) -> tuple[Any, ...] | None:
-    """Specs with equal keys can share one pipeline call; None when a spec cannot be batched (img2img).
-
-    Whether a negative prompt is set is part of the key: SDXL treats "no negative prompt"
-    (zero embeddings) differently from an empty one, so the two never share a call.
-    """
-    if spec.init_image is not None:
-        return None
-    return (model_name, spec.width, spec.height, spec.steps, spec.guidance_scale, bool(spec.negative_prompt))
 
 
 def run_batch(

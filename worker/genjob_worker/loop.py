@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from pydantic import ValidationError
 
+from genjob.batching import batch_key
 from genjob.errors import InvalidSpecError
 from genjob.jobspec import GenerationJobSpec, Reason
 from genjob.queue import ClaimedJob, JobQueue, WorkerStart
@@ -34,7 +35,7 @@ from genjob_worker.checkpoint import CheckpointRefusedError
 from genjob_worker.checkpointer import Checkpointer
 from genjob_worker.denoise_state import StepTracker
 from genjob_worker.drain import DrainController
-from genjob_worker.generate import GenerationOutput, StopGeneration, batch_key, choose_seed
+from genjob_worker.generate import GenerationOutput, StopGeneration, choose_seed
 from genjob_worker.guard import LeaseKeeper, StepGuard
 from genjob_worker.memory import CircuitBreaker, OutOfMemoryError
 from genjob_worker.metrics import WorkerMetrics
