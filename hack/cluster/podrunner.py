@@ -339,11 +339,7 @@ class PodRunner:
         stage = Path("/run/podrunner") / pod.metadata.uid
         for i, path in enumerate(covered):  # put aside before a volume hides them ...
             lines.append(f"mkdir -p {stage}/{i} && mount --bind {shlex.quote(str(path))} {stage}/{i}")
-        for source, target, read_only in mount_order(mounts):
-            lines.append(f"mkdir -p {shlex.quote(target)}")
-            lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
-            if read_only:
-                lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+        lines += mount_commands(mounts)
         for i, path in enumerate(covered):  # ... and back in place on top of it
             lines.append(
                 f"mkdir -p {shlex.quote(str(path))} && mount --bind {stage}/{i} {shlex.quote(str(path))}"
@@ -592,6 +588,20 @@ class PodRunner:
             text = log.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {log.parent.name}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+def mount_commands(mounts: list[tuple[Path, str, bool]]) -> list[str]:
+    """Shell lines that bind every volume at its mountPath (in mount_order), then make the
+    read-only ones read-only: a volume nested in a read-only one (the push TLS Secret inside the
+    config ConfigMap) needs its mount point created first, which a kubelet does for configMap
+    and secret volumes (kubernetes#60342)."""
+    ordered = mount_order(mounts)
+    lines = []
+    for source, target, _ in ordered:
+        lines.append(f"mkdir -p {shlex.quote(target)}")
+        lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
+    lines += [f"mount -o remount,bind,ro {shlex.quote(t)}" for _, t, read_only in ordered if read_only]
+    return lines
 
 
 def mount_order(mounts: list[tuple[Path, str, bool]]) -> list[tuple[Path, str, bool]]:

@@ -5,6 +5,9 @@ autoscalers' ports and flags."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -175,3 +178,28 @@ def test_pod_runner_mounts_never_hide_a_source_or_an_earlier_mount() -> None:
     assert sorted(targets) == sorted(t for _, t, _ in mounts)
     with pytest.raises(RuntimeError, match="would hide"):
         mount_order([(pod / "a", "/tmp", False), (Path("/srv/x"), "/tmp/x", False)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_pod_runner_mounts_a_volume_inside_a_read_only_configmap_volume(tmp_path) -> None:
+    """A kubelet creates the mount points of volumes nested in a configMap or secret volume
+    (kubernetes#60342): the chart puts the push TLS Secret at /etc/genjob/push-tls, inside the read-only
+    config at /etc/genjob must start, as on a real node ("mkdir: Read-only file system" before)."""
+    from genjob_cluster.podrunner import mount_commands
+
+    config, tls, root = tmp_path / "config", tmp_path / "tls", tmp_path / "root"
+    for d in (config, tls, root):
+        d.mkdir()
+    (config / "config.yaml").write_text("a: 1\n")
+    (tls / "tls.crt").write_text("cert\n")
+    mounts = [(config, f"{root}/etc/genjob", True), (tls, f"{root}/etc/genjob/push-tls", True)]
+    script = [
+        *mount_commands(mounts),
+        f"cat {root}/etc/genjob/config.yaml {root}/etc/genjob/push-tls/tls.crt",
+    ]
+    out = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-ec", "\n".join(script)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "a: 1\ncert\n"
