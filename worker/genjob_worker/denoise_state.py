@@ -13,7 +13,9 @@ the loop depends on is then:
 - the position in the schedule: steps done so far (for img2img, after the strength's skip).
 
 To continue, the pipeline is called again with `latents=` (the captured ones) and the
-restored generators, through `from_pipe` with a scheduler built by `resumed_scheduler`: a
+restored generators, through `from_pipe`, with a scheduler built by `resumed_scheduler`
+(set on the new pipeline once built: a pipeline's `__init__` may rewrite the config of the
+scheduler it is given, SD 1.x's turns DDIM's and DDPM's `clip_sample` off): a
 subclass of the model's scheduler class whose `set_timesteps` computes the full schedule,
 restores the captured attributes and hands the pipeline only the timesteps still to run.
 Its first `scale_model_input`/`step` points `timesteps` back at the full schedule (solvers
@@ -50,6 +52,8 @@ RESUMABLE_SCHEDULERS = frozenset(
         "PNDMScheduler",
         "HeunDiscreteScheduler",
         "KDPM2DiscreteScheduler",
+        "DDIMScheduler",
+        "DDPMScheduler",
     }
 )
 _NOT_STATE = {"_internal_dict"}

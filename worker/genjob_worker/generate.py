@@ -184,7 +184,11 @@ def _continue(
         scheduler = resumed_scheduler(base.scheduler, snap.position, snap.scheduler_state)
     except NotResumableError as exc:
         raise CheckpointRefusedError(str(exc)) from None
-    pipe = type(base).from_pipe(base, scheduler=scheduler)
+    # A pipeline's __init__ may rewrite the scheduler it is given (SD 1.x pipelines turn
+    # DDIM's and DDPM's `clip_sample` off), and from_pipe runs it: it gets a throwaway copy,
+    # and the resumed scheduler, with the config the job started with, is set afterwards.
+    pipe = type(base).from_pipe(base, scheduler=type(base.scheduler).from_config(base.scheduler.config))
+    pipe.scheduler = scheduler
     pipe.set_progress_bar_config(disable=True)
     gens = restored_generators(snap.generator_states)
     tracker.start(gens, snap)
