@@ -125,6 +125,7 @@ def build_spec(body: GenerationRequest, caller: Caller, state: GatewayState) -> 
     response_model=Generation,
     responses={
         **_ERRORS,
+        400: {"model": ErrorOut, "description": "The body is not readable as JSON text (e.g. not UTF-8)."},
         409: {"model": ErrorOut, "description": "Idempotency-Key reused with a different body."},
         413: {"model": ErrorOut, "description": "Body too large."},
         415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type)."},
