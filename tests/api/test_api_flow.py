@@ -127,7 +127,8 @@ def test_cancel_a_running_job_stops_it(worker_ready: Gateway, submit: Submit) ->
     assert r.status_code == 200 and r.json()["outcome"] == "cancel_requested"
     done = worker_ready.wait_for("alice", job["id"], {"cancelled", "succeeded", "failed"}, timeout=60)
     assert done["status"] == "cancelled"
-    assert done["progress"]["step"] < 75
+    # The cancel may land before the first step is reported (progress still null).
+    assert (done["progress"] or {}).get("step", 0) < 75
 
 
 def test_list_is_per_tenant_paginated_and_filtered(gateway: Gateway, submit: Submit) -> None:
