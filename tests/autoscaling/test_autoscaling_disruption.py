@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,6 +64,29 @@ def _claim_of(release: Release, node_name: str) -> str:
     )
 
 
+@pytest.fixture(autouse=True)
+def _cancel_leftover_jobs(release: Release) -> Iterator[None]:
+    """A scenario that fails midway must not leave long jobs running into the next one."""
+    yield
+    release.kubectl("delete", "generationjobs", "--all", "-n", NAMESPACE, "--wait=false")
+
+
+def _no_nodes_in(release: Release, nodepool: str) -> None:
+    """Remove the NodePool's nodes (an earlier scenario's empty node waits out consolidateAfter),
+    so the next pod gets a node launched for it."""
+    release.kubectl("delete", "nodeclaims", "-l", f"karpenter.sh/nodepool={nodepool}", "--wait=false")
+    wait_for(
+        f"no {nodepool} nodes",
+        lambda: (
+            not [
+                n for n in release.karpenter_nodes() if n.metadata.labels["karpenter.sh/nodepool"] == nodepool
+            ]
+        ),
+        timeout=180,
+        interval=1,
+    )
+
+
 def _pool_at_zero(release: Release, tier: str) -> None:
     wait_for(
         f"{tier} pool at zero", lambda: release.replicas(tier) == 0 and not release.worker_pods(tier), 300
@@ -76,6 +100,7 @@ def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(rele
     (DisruptionBlocked) and takes it once the worker is idle."""
     tier, nodepool = "pro", "genjob-gpu-spot"
     _pool_at_zero(release, tier)
+    _no_nodes_in(release, nodepool)
     history_start = len(release.runner.history)
     requirements = release.custom.get_cluster_custom_object("karpenter.sh", "v1", "nodepools", nodepool)[
         "spec"
