@@ -38,13 +38,13 @@ import torch
 
 from genjob.jobspec import GenerationJobSpec
 from genjob.queue import ClaimedJob
+from genjob.result_store import FilesystemResultStore
 from genjob.settings import ModelConfig, WorkerSettings
 from genjob_worker.checkpoint import Checkpoint, decode, encode
 from genjob_worker.checkpointer import Checkpointer, CheckpointTarget
 from genjob_worker.denoise_state import DenoiseSnapshot, StepTracker
 from genjob_worker.generate import StopGeneration, run_generation
 from genjob_worker.models import ModelRegistry
-from genjob_worker.results import FilesystemResultStore
 from genjob_worker.testing import TEST_TORCH_THREADS
 from genjob_worker.tiny_model import build_tiny_pipeline
 

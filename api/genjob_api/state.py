@@ -13,11 +13,11 @@ import redis.asyncio as aredis
 from genjob.connect import async_redis_client, redis_client, redis_keys
 from genjob.keys import RedisKeys
 from genjob.queue import JobQueue
+from genjob.result_store import ResultStore, build_result_store
 from genjob.settings import GenjobSettings
 from genjob_api.auth import ApiKeyStore
 from genjob_api.backends import JobBackend, WaitEstimator
 from genjob_api.idempotency import IdempotencyStore
-from genjob_api.images import ResultReader
 from genjob_api.metrics import ApiMetrics
 from genjob_api.ratelimit import RateLimiter
 from genjob_api.sse import StreamSlots
@@ -34,7 +34,7 @@ class GatewayState:
     api_keys: ApiKeyStore
     limiter: RateLimiter
     idempotency: IdempotencyStore
-    results: ResultReader
+    results: ResultStore
     estimator: WaitEstimator
     metrics: ApiMetrics
     streams: StreamSlots
@@ -82,7 +82,7 @@ def build_state(settings: GenjobSettings, metrics: ApiMetrics, kube_client: Any 
         api_keys=ApiKeyStore(settings.api.api_keys_file),
         limiter=limiter,
         idempotency=IdempotencyStore(aclient, keys),
-        results=ResultReader(settings.results),
+        results=build_result_store(settings.results),
         streams=StreamSlots(settings.api.max_streams_per_key),
         estimator=estimator,
         metrics=metrics,

@@ -8,13 +8,13 @@ import pytest
 from genjob.admission import new_job
 from genjob.jobspec import GenerationJobSpec, Reason
 from genjob.queue import EventType, JobQueue, JobState, read_history
+from genjob.result_store import FilesystemResultStore
 from genjob_worker.drain import DrainController
 from genjob_worker.generate import StopGeneration
 from genjob_worker.guard import LeaseKeeper, StepGuard
 from genjob_worker.memory import CircuitBreaker
 from genjob_worker.metrics import WorkerMetrics
 from genjob_worker.outcomes import HeldJob, JobOutcomes
-from genjob_worker.results import FilesystemResultStore
 
 WORKER = "guard-test"
 

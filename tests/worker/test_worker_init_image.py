@@ -22,10 +22,11 @@ from cryptography.x509.oid import NameOID
 from PIL import Image
 
 from genjob.errors import InvalidSpecError
+from genjob.result_store import FilesystemResultStore
 from genjob_worker.generate import run_generation
 from genjob_worker.init_image import fetch_url, resolve_init_image, url_allowed
 from genjob_worker.models import ModelRegistry
-from genjob_worker.results import FilesystemResultStore, encode_png
+from genjob_worker.results import encode_png, put_image
 
 LIMIT = 64 * 1024
 
@@ -82,7 +83,7 @@ def test_refusals_are_invalid_spec(store: FilesystemResultStore, ref: str, messa
 
 
 def test_store_uri_is_read_back(store: FilesystemResultStore, tmp_path: Path) -> None:
-    result = store.put_image(Image.new("RGB", (64, 64), (0, 90, 200)))
+    result = put_image(store, Image.new("RGB", (64, 64), (0, 90, 200)))
     image = _resolve(result.uri, store)
     assert image.getpixel((5, 5)) == (0, 90, 200)
     missing = (tmp_path / "results" / "00" / ("0" * 64 + ".png")).as_uri()
@@ -224,7 +225,7 @@ def test_img2img_from_inline_and_store_uri(
     registry: ModelRegistry, make_spec, store: FilesystemResultStore
 ) -> None:
     """Both init image forms run through the real img2img pipeline and stay seed-deterministic."""
-    stored = store.put_image(Image.new("RGB", (64, 64), (30, 160, 90)))
+    stored = put_image(store, Image.new("RGB", (64, 64), (30, 160, 90)))
     for ref in (_data_uri(_png((64, 64), (30, 160, 90))), stored.uri):
         spec = make_spec(init_image=ref, strength=0.5, steps=4, num_images=2)
         init = _resolve(ref, store, width=spec.width, height=spec.height)

@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from genjob.result_store import FilesystemResultStore, ResultNotFoundError, S3ResultStore, build_result_store
 from genjob.settings import ResultStoreSettings
-from genjob_worker.results import (
-    FilesystemResultStore,
-    ResultNotFoundError,
-    S3ResultStore,
-    build_result_store,
-    encode_png,
-)
+from genjob_worker.results import encode_png, put_image
 
 
 def _image(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -26,9 +21,9 @@ def _image(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Ima
 def test_filesystem_store_is_content_addressed(tmp_path: Path) -> None:
     """Same pixels -> same URI and one file; the sha256 and size describe the stored PNG."""
     store = FilesystemResultStore(tmp_path / "results")
-    first = store.put_image(_image((255, 0, 0)))
-    again = store.put_image(_image((255, 0, 0)))
-    other = store.put_image(_image((0, 0, 255)))
+    first = put_image(store, _image((255, 0, 0)))
+    again = put_image(store, _image((255, 0, 0)))
+    other = put_image(store, _image((0, 0, 255)))
     assert first == again and other.uri != first.uri
     data = store.open(first.uri)
     assert hashlib.sha256(data).hexdigest() == first.sha256 and len(data) == first.size_bytes
@@ -58,9 +53,9 @@ def test_png_encoding_is_deterministic() -> None:
 def test_s3_store_round_trip(s3_settings: ResultStoreSettings) -> None:
     store = build_result_store(s3_settings)
     assert isinstance(store, S3ResultStore)
-    result = store.put_image(_image((0, 128, 0)))
+    result = put_image(store, _image((0, 128, 0)))
     assert result.uri == f"s3://genjob-results/jobs/{result.sha256[:2]}/{result.sha256}.png"
-    assert store.put_image(_image((0, 128, 0))) == result
+    assert put_image(store, _image((0, 128, 0))) == result
     data = store.open(result.uri)
     assert hashlib.sha256(data).hexdigest() == result.sha256 and len(data) == result.size_bytes
     head = store.client.head_object(Bucket="genjob-results", Key=result.uri.split("/", 3)[3])

@@ -32,10 +32,10 @@ from typing import Any
 import structlog
 
 from genjob.queue import Checkpointed, ClaimedJob
+from genjob.result_store import ResultStore
 from genjob.settings import WorkerSettings
 from genjob_worker.checkpoint import Checkpoint, CheckpointRefusedError, decode, encode, spec_digest
 from genjob_worker.denoise_state import DenoiseSnapshot
-from genjob_worker.results import ResultStore
 
 log = structlog.get_logger()
 

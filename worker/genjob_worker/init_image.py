@@ -27,7 +27,7 @@ import structlog
 from PIL import Image
 
 from genjob.errors import InvalidSpecError
-from genjob_worker.results import ResultNotFoundError, ResultStore
+from genjob.result_store import ResultNotFoundError, ResultStore
 
 log = structlog.get_logger(__name__)
 

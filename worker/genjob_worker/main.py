@@ -18,6 +18,7 @@ import structlog
 from genjob.connect import job_queue, redis_client
 from genjob.logs import configure_logging
 from genjob.queue import JobQueue, WorkerStart
+from genjob.result_store import ResultStore, build_result_store
 from genjob.settings import GenjobSettings
 from genjob.tiers import consumption_order
 from genjob_worker.checkpointer import Checkpointer
@@ -28,7 +29,6 @@ from genjob_worker.memory import CircuitBreaker
 from genjob_worker.metrics import WorkerMetrics
 from genjob_worker.outcomes import JobOutcomes
 from genjob_worker.pod_marker import PodMarker, pod_marker_from_environment
-from genjob_worker.results import ResultStore, build_result_store
 from genjob_worker.runtime import Generator
 
 log = structlog.get_logger()

@@ -17,13 +17,14 @@ import structlog
 
 from genjob.jobspec import GenerationJobSpec, JobResult, Reason
 from genjob.queue import Checkpointed, ClaimedJob, JobQueue, JobState
+from genjob.result_store import ResultStore
 from genjob.settings import WorkerSettings
 from genjob_worker.checkpoint import Checkpoint
 from genjob_worker.checkpointer import Checkpointer
 from genjob_worker.generate import GenerationOutput
 from genjob_worker.memory import CircuitBreaker
 from genjob_worker.metrics import WorkerMetrics
-from genjob_worker.results import ResultStore
+from genjob_worker.results import put_image
 
 log = structlog.get_logger()
 
@@ -98,7 +99,7 @@ class JobOutcomes:
     def succeeded(self, held: HeldJob, output: GenerationOutput) -> None:
         """Store the images and complete the job."""
         started = time.perf_counter()
-        images = [self.store.put_image(image) for image in output.images]
+        images = [put_image(self.store, image) for image in output.images]
         result = JobResult(images=images, seed=output.seed, model=held.model, downscaled=output.downscaled)
         finish = self.queue.complete(held.job, result.to_wire(), gpu_seconds=output.pipeline_seconds)
         self.breaker.record_success()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from genjob.jobspec import GenerationJobSpec
+from genjob.result_store import ResultStore
 from genjob.settings import WorkerSettings
 from genjob_worker.checkpoint import Checkpoint
 from genjob_worker.denoise_state import StepTracker
@@ -21,7 +22,6 @@ from genjob_worker.generate import GenerationOutput, StepCallback, run_batch
 from genjob_worker.init_image import resolve_init_image
 from genjob_worker.memory import free_memory, free_vram_bytes, generate_with_oom_protection, is_out_of_memory
 from genjob_worker.models import ModelRegistry
-from genjob_worker.results import ResultStore
 
 
 class Generator(Protocol):

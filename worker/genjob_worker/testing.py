@@ -25,6 +25,7 @@ from genjob.admission import new_job
 from genjob.connect import job_queue
 from genjob.jobspec import GenerationJobSpec
 from genjob.queue import JobQueue, JobRecord, JobState
+from genjob.result_store import build_result_store
 from genjob.settings import GenjobSettings
 from genjob_worker.drain import DrainController
 from genjob_worker.generate import GenerationOutput
@@ -34,7 +35,6 @@ from genjob_worker.memory import CircuitBreaker
 from genjob_worker.metrics import WorkerMetrics
 from genjob_worker.models import ModelRegistry
 from genjob_worker.pod_marker import PodMarker
-from genjob_worker.results import build_result_store
 from genjob_worker.runtime import DiffusersGenerator, Generator
 
 # Intra-op threads of torch in test and benchmark processes. With torch's default (one per

@@ -22,6 +22,7 @@ from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, adm
 from genjob.errors import InvalidSpecError, UnknownTierError
 from genjob.jobspec import GenerationJobSpec
 from genjob.queue.records import JOB_ID_PATTERN
+from genjob.result_store import ResultNotFoundError
 from genjob_api.auth import Caller
 from genjob_api.deps import (
     AuthDep,
@@ -33,7 +34,6 @@ from genjob_api.deps import (
 )
 from genjob_api.errors import ApiError, validation_message
 from genjob_api.idempotency import MAX_KEY_CHARS, fingerprint
-from genjob_api.images import ImageNotFoundError
 from genjob_api.models import (
     CancelOut,
     ErrorOut,
@@ -268,9 +268,11 @@ def get_image(
     if index >= len(view.store_uris):
         raise ApiError(404, "image_not_found", f"generation {job_id} has {len(view.store_uris)} image(s)")
     try:
-        data = state.results.read(view.store_uris[index])
-    except ImageNotFoundError as exc:
-        raise ApiError(404, "image_not_found", str(exc)) from None
+        data = state.results.open(view.store_uris[index])
+    except ResultNotFoundError:  # its message names store paths: not for clients
+        raise ApiError(
+            404, "image_not_found", f"image {index} of generation {job_id} is not in the result store"
+        ) from None
     return Response(
         data,
         media_type="image/png",
