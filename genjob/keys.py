@@ -17,6 +17,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:events:final` | stream | the final events only (succeeded, failed, cancelled): webhook delivery |
 | `{p}:workers` | sorted set | worker ids scored by last heartbeat |
 | `{p}:workers:{tier}` | sorted set | workers that claimed from the tier or ran its jobs, by last seen |
+| `{p}:checkpoints:orphaned` | set | jobs that ended away from a worker, whose checkpoints workers delete |
 | `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
 | `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
@@ -84,6 +85,10 @@ class RedisKeys:
 
     def tier_workers(self, tier: str) -> str:
         return f"{self.prefix}:workers:{tier}"
+
+    @property
+    def orphaned_checkpoints(self) -> str:
+        return f"{self.prefix}:checkpoints:orphaned"
 
     def rate_limit(self, key_id: str, window: int) -> str:
         return f"{self.prefix}:ratelimit:{key_id}:{window}"

@@ -11,8 +11,9 @@ can never point a reader at an arbitrary file or bucket.
 Denoising checkpoints live in the same store under `checkpoints/<job id>/<name>.ckpt`:
 `put_checkpoint` writes one (atomically: a reader sees the old or the new file, never half of
 one), `delete_checkpoints` removes all of a job's. They are covered by whatever retention the
-store has (an S3 lifecycle rule on the prefix, a cleanup of the PVC), and the worker deletes
-them when the job ends.
+store has (an S3 lifecycle rule on the prefix, a cleanup of the PVC), and workers delete
+them when the job ends (also for a job that ended away from a worker, e.g. cancelled while
+queued: `JobQueue.orphaned_checkpoints`).
 
 Bytes only: encoding images (Pillow) is the worker's (`genjob_worker.results`).
 """

@@ -127,7 +127,14 @@ class JobQueue:
             return CancelOutcome.NOT_FOUND
         k = self.keys
         ok, state = self.scripts.cancel(
-            keys=[k.job(job_id), k.pending(tier), k.queued_at(tier), k.delayed(tier), k.events],
+            keys=[
+                k.job(job_id),
+                k.pending(tier),
+                k.queued_at(tier),
+                k.delayed(tier),
+                k.events,
+                k.orphaned_checkpoints,
+            ],
             args=[job_id, message, self.settings.finished_retention_seconds, self._maxlen],
         )
         if ok:
@@ -331,6 +338,17 @@ class JobQueue:
         )
         return bool(ok)
 
+    def orphaned_checkpoints(self, count: int = 100) -> list[str]:
+        """Up to `count` ids of jobs that ended away from a worker (cancelled while waiting,
+        cancelled or dead-lettered by `reap`) with a checkpoint left in the result store. A
+        worker deletes their checkpoints, then calls `checkpoints_deleted`."""
+        return cast("list[str]", self.client.srandmember(self.keys.orphaned_checkpoints, count))
+
+    def checkpoints_deleted(self, job_ids: Sequence[str]) -> None:
+        """Take jobs whose checkpoints are deleted off the orphaned list."""
+        if job_ids:
+            self.client.srem(self.keys.orphaned_checkpoints, *job_ids)
+
     def require_lease(self, touch: Touch, job: ClaimedJob) -> None:
         """Raise LeaseLostError when a heartbeat says the lease is gone."""
         if not touch.lease_held:
@@ -357,6 +375,7 @@ class JobQueue:
                         k.wake(t),
                         k.dead(t),
                         k.events,
+                        k.orphaned_checkpoints,
                     ],
                     args=[
                         k.job_prefix,

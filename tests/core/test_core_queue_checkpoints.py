@@ -80,3 +80,40 @@ def test_record_resume_counts_saved_steps_and_a_refusal_drops_the_reference(job_
     kinds = [(t, f.get("step"), f.get("reason")) for t, f in _events(job_queue, "a")]
     assert (EventType.RESUMED, "4", None) in kinds
     assert (EventType.WARNING, None, "CheckpointRefused") in kinds
+
+
+def test_cancelling_a_waiting_job_orphans_its_checkpoint_for_the_workers_to_delete(
+    job_queue: JobQueue,
+) -> None:
+    """The canceller (operator, gateway) cannot write to the result store: a job cancelled while
+    queued with a checkpoint is listed for the workers, which delete it; its reference goes."""
+    for job_id in ("preempted", "never-ran"):
+        job_queue.enqueue(_job(job_id))
+    (held,) = job_queue.claim(["free"], "w1")
+    assert held.id == "preempted"
+    job_queue.requeue(held, checkpoint=Checkpointed("file:///ck/preempted/1.ckpt", 6))
+    job_queue.cancel("preempted")
+    job_queue.cancel("never-ran")
+    assert job_queue.orphaned_checkpoints() == ["preempted"]
+    record = job_queue.get("preempted")
+    assert record is not None and record.checkpoint is None and record.checkpoint_step is None
+    job_queue.checkpoints_deleted(["preempted"])
+    assert job_queue.orphaned_checkpoints() == []
+
+
+def test_a_reaped_job_that_ends_for_good_orphans_its_checkpoint(redis_client: redis.Redis) -> None:
+    """A worker killed without notice cannot delete the periodic checkpoint of a job the reaper
+    then cancels (a cancel was asked while it ran) or dead-letters (no attempt left)."""
+    q = JobQueue(redis_client, RedisKeys("t"), ["free"], QueueSettings(lease_seconds=0.2))
+    q.enqueue(_job("cancelled"))
+    q.enqueue(NewJob(id="dead", tier="free", spec={"prompt": "dead"}, max_attempts=1))
+    q.enqueue(_job("requeued"))
+    for held in q.claim(["free"], "w1", max_jobs=3):
+        assert q.heartbeat(held, "w1", Checkpointed(f"file:///ck/{held.id}/1.ckpt", 2)).lease_held
+    q.cancel("cancelled")
+    time.sleep(0.3)
+    reaped = q.reap()
+    assert (reaped.cancelled, reaped.dead_lettered, reaped.requeued) == (1, 1, 1)
+    assert sorted(q.orphaned_checkpoints()) == ["cancelled", "dead"]
+    requeued = q.get("requeued")
+    assert requeued is not None and requeued.checkpoint == "file:///ck/requeued/1.ckpt", "kept to resume"

@@ -101,3 +101,27 @@ def test_a_refused_checkpoint_restarts_from_step_0_with_a_warning(
     assert ("checksum" if damage == "truncated" else "spec changed") in warnings[0]["message"]
     if damage == "truncated":
         assert done.result["images"][0]["sha256"] == reference
+
+
+def test_cancelling_a_preempted_job_while_queued_deletes_its_checkpoint(
+    loop_settings: GenjobSettings, registry: ModelRegistry
+) -> None:
+    """The cancel comes from the operator or the gateway, which cannot write to the result store:
+    the next worker that runs deletes the checkpoint."""
+    first = _preempt(loop_settings, registry, "r3")
+    record = first.queue.get("r3")
+    assert record is not None and record.checkpoint
+    checkpoints = Path(loop_settings.results.path) / "checkpoints" / "r3"
+    assert checkpoints.is_dir()
+    assert first.queue.cancel("r3").value == "cancelled"
+
+    second = InProcessWorker(loop_settings, registry, name="worker-b").start()
+    try:
+        enqueue_job(second.queue, "after", steps=2)
+        assert wait_for_job(second.queue, "after").state == JobState.SUCCEEDED
+    finally:
+        second.stop()
+    assert not checkpoints.exists(), "the cancelled job's checkpoint was deleted"
+    assert second.queue.orphaned_checkpoints() == []
+    cancelled = second.queue.get("r3")
+    assert cancelled is not None and cancelled.state == JobState.CANCELLED and cancelled.checkpoint is None

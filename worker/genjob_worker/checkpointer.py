@@ -16,7 +16,10 @@
   (`CheckpointRefusedError`); another model is refused when the run starts
   (`generate._continue`, which knows the pipeline). The job then runs from step 0.
 - **Deleting**: when a job ends for good (succeeded, cancelled, failed for the last time)
-  the worker deletes its checkpoints (`JobOutcomes`).
+  the worker deletes its checkpoints (`JobOutcomes`). A job that ends away from any worker
+  (cancelled while queued, cancelled or dead-lettered by the reaper) is listed by the queue
+  as orphaned (`JobQueue.orphaned_checkpoints`): every worker loop iteration deletes what
+  is listed (`delete_orphaned`), since only workers can write to the store.
 
 Files: `checkpoints/<job id>/<lease>.ckpt` in the result store, one per attempt (a later
 write of the same attempt replaces it), so a worker that lost its lease never overwrites the
@@ -31,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from genjob.queue import Checkpointed, ClaimedJob
+from genjob.queue import Checkpointed, ClaimedJob, JobQueue
 from genjob.result_store import ResultStore
 from genjob.settings import WorkerSettings
 from genjob_worker.checkpoint import Checkpoint, CheckpointRefusedError, decode, encode, spec_digest
@@ -133,9 +136,20 @@ class Checkpointer:
         checkpoint.check_for(job_id=job.id, spec_sha256=spec_digest(job.spec), model=model)
         return checkpoint
 
-    def delete(self, job_id: str) -> None:
-        """Delete every checkpoint of a job (errors are logged: retention cleans up)."""
+    def delete(self, job_id: str) -> bool:
+        """Delete every checkpoint of a job; False when that failed (logged: retention cleans up)."""
         try:
             self.store.delete_checkpoints(job_id)
         except Exception as exc:
             log.warning("deleting checkpoints failed", job_id=job_id, error=str(exc)[:300])
+            return False
+        return True
+
+    def delete_orphaned(self, queue: JobQueue) -> int:
+        """Delete the checkpoints the queue lists as orphaned (one round trip when there are
+        none); a failed deletion stays listed for the next try. The number deleted."""
+        deleted = [job_id for job_id in queue.orphaned_checkpoints() if self.delete(job_id)]
+        queue.checkpoints_deleted(deleted)
+        if deleted:
+            log.info("deleted checkpoints of jobs that ended away from a worker", jobs=len(deleted))
+        return len(deleted)

@@ -1,8 +1,9 @@
 """The worker's queue loop: claim compatible jobs, run them, record how each one ended.
 
-One iteration: claim up to `batch_size` jobs (same tier and batch key) from the pool's
-tiers in consumption order, blocking up to `idle_block_seconds` when idle (no polling);
-mark the pod busy; parse each spec (InvalidSpec, not retried) and check its model
+One iteration: delete the checkpoints of jobs that ended away from any worker
+(`Checkpointer.delete_orphaned`); claim up to `batch_size` jobs (same tier and batch key)
+from the pool's tiers in consumption order, blocking up to `idle_block_seconds` when idle
+(no polling); mark the pod busy; parse each spec (InvalidSpec, not retried) and check its model
 (ModelNotFound, not retried); group the rest by the runtime's batch key and run each
 group as one pipeline call with a `StepGuard` as its step callback, while a
 `LeaseKeeper` heartbeats every held job. Exceptions map to outcomes:
@@ -105,6 +106,7 @@ class WorkerLoop:
                     self._circuit_open()
                     break
                 try:
+                    self.checkpointer.delete_orphaned(self.queue)
                     handled = self.claim_and_run()
                 except Exception:
                     log.exception("worker loop iteration failed; retrying")

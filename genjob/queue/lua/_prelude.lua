@@ -79,6 +79,18 @@ local function cancel_job(job_key, events, maxlen, id, tier, meta, message, rete
   emit(events, maxlen, 'cancelled', id, tier, now, {'reason', 'Cancelled', 'meta', meta or ''})
 end
 
+-- A job that ends for good away from its worker (cancelled while waiting, cancelled or
+-- dead-lettered by the reaper) may leave a denoising checkpoint in the result store, which
+-- only workers can write to: its id goes to the orphaned-checkpoints set (RedisKeys.
+-- orphaned_checkpoints) for them to delete it, and the record drops the reference.
+local function orphan_checkpoint(job_key, orphans, id)
+  local checkpoint = redis.call('HGET', job_key, 'checkpoint')
+  if checkpoint and checkpoint ~= '' then
+    redis.call('SADD', orphans, id)
+    redis.call('HDEL', job_key, 'checkpoint', 'checkpoint_step')
+  end
+end
+
 -- Create a job and queue it, unless its id exists (then change nothing).
 -- Returns {1, 'queued', now} or {0, <current state>, now}. Used by enqueue and submit.
 local function enqueue_job(job_key, pending, queued_at, wake, events, id, tier, spec, priority,
