@@ -304,6 +304,11 @@ seccompProfile:
 {{- if and (eq $pool.capacityType "spot") (gt (int $pool.terminationGracePeriodSeconds) 120) }}
 {{- fail (printf "tier %s runs on Spot but terminationGracePeriodSeconds is %v: a Spot interruption notice gives 120 s, so keep it <= 120 (or use capacityType on-demand)" $name $pool.terminationGracePeriodSeconds) }}
 {{- end }}
+{{- range $field := list "tiers" "spill_over" "drain_grace_seconds" "http_port" "checkpoint_on_preempt" "checkpoint_interval_seconds" "checkpoint_min_job_seconds" }}
+{{- if hasKey (default dict $pool.extraConfig) $field }}
+{{- fail (printf "tiers.%s: extraConfig.%s is set by the chart (docs/helm.md lists the value that sets it)" $name $field) }}
+{{- end }}
+{{- end }}
 {{- if and $.Values.keda.enabled (gt (int $pool.keda.minReplicas) (int $pool.keda.maxReplicas)) }}
 {{- fail (printf "tier %s: keda.minReplicas (%v) exceeds keda.maxReplicas (%v)" $name $pool.keda.minReplicas $pool.keda.maxReplicas) }}
 {{- end }}
