@@ -37,6 +37,7 @@ from genjob_operator.cache import JobCache, JobView
 from genjob_operator.kube import EventPoster, KubeWriter, ObjectGone, TenantResolver, now_rfc3339
 from genjob_operator.metrics import OperatorMetrics
 from genjob_operator.quota import active_counts, quota_decision, quota_message
+from genjob_operator.status_patches import status_patch
 
 log = structlog.get_logger("genjob.operator.admission")
 
@@ -74,11 +75,11 @@ def check_job(spec: dict[str, Any], tenant: str, settings: GenjobSettings) -> Ch
 
 
 def failed_status(reason: Reason, message: str, now: str) -> dict[str, Any]:
-    return {"phase": Phase.FAILED, "reason": str(reason), "message": message, "finishedAt": now}
+    return status_patch(phase=Phase.FAILED, reason=reason, message=message, finished_at=now)
 
 
-def quota_status(message: str) -> dict[str, Any]:
-    return {"phase": Phase.PENDING, "reason": str(Reason.QUOTA_EXCEEDED), "message": message}
+def pending_status(reason: Reason, message: str) -> dict[str, Any]:
+    return status_patch(phase=Phase.PENDING, reason=reason, message=message)
 
 
 def job_meta(view: JobView, tenant: str, model: str) -> dict[str, str]:
@@ -250,9 +251,7 @@ class Admitter:
             "the job queue (Redis) is full: it refuses writes at its maxmemory limit; the job is "
             "queued as soon as Redis has room (raise redis.maxmemory or shorten retention)"
         )
-        updated = self.kube.patch_status(
-            view, {"phase": Phase.PENDING, "reason": str(Reason.QUEUE_FULL), "message": message}
-        )
+        updated = self.kube.patch_status(view, pending_status(Reason.QUEUE_FULL, message))
         self._queue_full.add(view.uid)
         self.cache.observe(updated)
         self.events.post(view.namespace, view.name, view.uid, str(Reason.QUEUE_FULL), message, warning=True)
@@ -261,7 +260,7 @@ class Admitter:
         tenant, tier = self._tenant(view), str(view.spec.get("tier"))
         cap = self._limit(tier) or 0
         message = quota_message(tenant, tier, plan.active.get((tenant, tier), 0), cap)
-        updated = self.kube.patch_status(view, quota_status(message))
+        updated = self.kube.patch_status(view, pending_status(Reason.QUOTA_EXCEEDED, message))
         self._marked_waiting.add(view.uid)
         self.cache.observe(updated)
         self.events.post(view.namespace, view.name, view.uid, str(Reason.QUOTA_EXCEEDED), message)

@@ -37,6 +37,14 @@ def test_running_patch_names_worker_attempt_and_start_time():
         "reason": None,
         "message": None,
         "coldStart": None,  # a warm start clears an earlier attempt's
+        "conditions": [
+            {
+                "type": "Succeeded",
+                "status": "Unknown",
+                "reason": "Running",
+                "lastTransitionTime": "2023-11-14T22:13:20Z",
+            }
+        ],
     }
 
 
@@ -118,3 +126,54 @@ def test_resumed_and_warning_events_reach_status_and_kubernetes_events():
     assert [e.type for e in update.transitions] == [EventType.RESUMED, EventType.WARNING]
     assert event_message(resumed) == "resumed from step 20/50 (20 steps saved in all)"
     assert EVENT_REASONS[EventType.WARNING] == ("Warning", True)
+
+
+def _record(state: str, **fields: str) -> JobRecord:
+    base = {"id": "j", "tier": "free", "spec": "{}", "enqueued_at": "1", "max_attempts": "2"}
+    return JobRecord.from_hash({**base, "state": state, "finished_at": "1700000000000", **fields})
+
+
+def _valid(patch: dict) -> GenerationJobStatus:
+    """The CRD's status schema (generated from GenerationJobStatus) accepts the patch's values."""
+    return GenerationJobStatus.model_validate({k: v for k, v in patch.items() if v is not None})
+
+
+def test_every_patch_validates_against_the_status_model():
+    """Including a final record that carries no reason: its reason must be one the CRD's enum
+    allows (the API server refuses the whole patch otherwise)."""
+    patches = [
+        event_to_status_patch(ev("queued")),
+        event_to_status_patch(ev("running", worker="w", attempt="1")),
+        event_to_status_patch(ev("retrying", reason="OutOfMemory", attempt="1", delay_ms="500")),
+        event_to_status_patch(ev("succeeded", result=json.dumps(RESULT))),
+        event_to_status_patch(ev("failed", reason="Timeout", attempt="2")),
+        event_to_status_patch(ev("cancelled")),
+        record_to_status_patch(_record("failed", attempts="1")),
+        record_to_status_patch(_record("cancelled")),
+        record_to_status_patch(_record("succeeded", result=json.dumps(RESULT))),
+    ]
+    for patch in patches:
+        assert patch is not None
+        _valid(patch)
+
+
+def test_phase_patches_carry_a_succeeded_condition_for_kubectl_wait():
+    """`kubectl wait --for=condition=Succeeded` works: Unknown while the job waits or runs,
+    True when it succeeded, False (with the reason) when it failed or was cancelled."""
+
+    def succeeded(patch: dict | None) -> tuple[str, str | None]:
+        assert patch is not None
+        (condition,) = [c for c in _valid(patch).conditions or [] if c.type == "Succeeded"]
+        assert condition.last_transition_time
+        return condition.status, condition.reason
+
+    assert succeeded(event_to_status_patch(ev("queued"))) == ("Unknown", "Queued")
+    assert succeeded(event_to_status_patch(ev("running", worker="w", attempt="1"))) == ("Unknown", "Running")
+    assert succeeded(event_to_status_patch(ev("succeeded", result=json.dumps(RESULT)))) == (
+        "True",
+        "Completed",
+    )
+    assert succeeded(event_to_status_patch(ev("failed", reason="Timeout"))) == ("False", "Timeout")
+    assert succeeded(event_to_status_patch(ev("cancelled"))) == ("False", "Cancelled")
+    assert succeeded(record_to_status_patch(_record("failed", attempts="1"))) == ("False", "GenerationError")
+    assert "conditions" not in event_to_status_patch(ev("progress", step="1", total="2"))
