@@ -158,6 +158,12 @@ class WorkerSettings(_Section):
     http_port: int = Field(8081, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables.")
     init_image_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     init_image_url_allowlist: list[str] = Field(default_factory=list, description="URL prefixes allowed.")
+    init_image_allow_private: bool = Field(
+        False,
+        description="Allow init-image URLs whose host is or resolves to a loopback, private, link-local "
+        "(cloud metadata) or other non-public address. Off: an allow-listed name that resolves to "
+        "one is refused (InvalidSpec), so no job reaches the metadata endpoint or a cluster Service.",
+    )
     annotate_pod: bool = Field(True, description="Mark the own pod do-not-disrupt while busy (in a cluster).")
     checkpoint_on_preempt: bool = Field(
         True, description="Checkpoint a job stopped by a drain, so the next worker resumes it from that step."

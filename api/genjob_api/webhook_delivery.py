@@ -8,9 +8,8 @@ v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`. The key is the API key
 decoded bytes, as the specification says; any other secret signs with its UTF-8 bytes
 (receivers pass those bytes to the library).
 
-Destination: the URL's host is resolved once per attempt and the request goes to an
-address that check saw (no second lookup a hostile name server could answer differently);
-non-public addresses are refused unless `api.webhook_allow_private`.
+Destination: public addresses only unless `api.webhook_allow_private`, resolved once per
+attempt and connected to as checked (genjob.destinations: no DNS rebinding).
 
 A hostile receiver cannot hold the gateway: each attempt has one overall deadline (connect,
 send, headers and body together, not per read), the answer is streamed and at most
@@ -25,15 +24,14 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from genjob.destinations import DestinationRefused, PinnedRequest, pin_to_addresses
 
 log = structlog.get_logger("genjob.api.webhooks")
 SECRET_PREFIX = "whsec_"
@@ -61,67 +59,8 @@ class DeliveryPolicy:
     allow_private: bool = False
 
 
-def non_public_address(host: str) -> str | None:
-    """The non-public address `host` names without a DNS lookup (an IP literal or `localhost`),
-    else None. The submit path uses this: it must not block on DNS.
-
-    Non-public: loopback, private, link-local (cloud metadata at 169.254.169.254), shared,
-    reserved, multicast, unspecified."""
-    name = host.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return "localhost"
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return None
-    return None if address.is_global else str(address)
-
-
-class DestinationRefused(Exception):
-    """The webhook's host is, or resolves to, a non-public address."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
-        self.address = address
-
-
 class AttemptFailed(Exception):
     """One attempt did not end with a 2xx answer (retried)."""
-
-
-@dataclass(frozen=True)
-class PinnedRequest:
-    """A webhook URL aimed at one resolved address, keeping the name for Host and TLS."""
-
-    url: httpx.URL
-    headers: dict[str, str]
-    extensions: dict[str, Any]
-
-
-def pin_to_addresses(url: str, allow_private: bool) -> list[PinnedRequest]:
-    """Resolve the URL's host once and aim one request at each address it resolved to.
-
-    The connection then goes to an address this check saw: no second DNS lookup that a
-    hostile name server could answer differently (DNS rebinding). The Host header and the
-    TLS server name (certificate check) stay the original name. Raises DestinationRefused
-    unless `allow_private`, and OSError when the name does not resolve."""
-    parsed = httpx.URL(url)
-    host = parsed.host
-    literal = non_public_address(host)
-    if literal and not allow_private:
-        raise DestinationRefused(literal)
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
-    if not allow_private:
-        for address in addresses:
-            if not address.is_global:
-                raise DestinationRefused(str(address))
-    headers = {"Host": parsed.netloc.decode("ascii")}
-    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
-    return [PinnedRequest(parsed.copy_with(host=str(a)), headers, extensions) for a in addresses]
 
 
 def signing_key(secret: str) -> bytes:

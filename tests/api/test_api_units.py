@@ -190,7 +190,7 @@ def test_an_unexpected_error_on_submit_is_a_json_500(tmp_path, monkeypatch) -> N
     ],
 )
 def test_webhook_hosts_on_non_public_addresses_are_named(host: str, refused: str | None) -> None:
-    from genjob_api.webhook_delivery import non_public_address
+    from genjob.destinations import non_public_address
 
     assert non_public_address(host) == refused
 

@@ -197,8 +197,30 @@ def test_allowed_https_url_is_fetched(
     https_server: tuple[str, ssl.SSLContext], store: FilesystemResultStore
 ) -> None:
     base, client = https_server
-    image = _resolve(f"{base}/ok/small.png", store, url_allowlist=[f"{base}/ok/"], tls_verify=client)
+    image = _resolve(
+        f"{base}/ok/small.png", store, url_allowlist=[f"{base}/ok/"], tls_verify=client, allow_private=True
+    )
     assert image.size == (64, 64) and image.getpixel((32, 32)) == (200, 30, 30)
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "10.96.0.1", "[fd00:ec2::254]", "[::1]", "localhost"])
+def test_an_allowlisted_url_on_a_non_public_address_is_refused(
+    store: FilesystemResultStore, host: str
+) -> None:
+    """The attack: an allow-list entry (or an allow-listed name) that leads to the cloud metadata
+    endpoint or a cluster-internal Service. Refused before any connection is made."""
+    with pytest.raises(InvalidSpecError, match=r"not a public address.*init_image_allow_private"):
+        _resolve(f"https://{host}/inputs/a.png", store, url_allowlist=[f"https://{host}/inputs/"])
+
+
+def test_a_loopback_server_is_reached_only_when_private_addresses_are_allowed(
+    https_server: tuple[str, ssl.SSLContext], store: FilesystemResultStore
+) -> None:
+    base, client = https_server
+    options = {"url_allowlist": [f"{base}/ok/"], "tls_verify": client}
+    with pytest.raises(InvalidSpecError, match=r"127\.0\.0\.1"):
+        _resolve(f"{base}/ok/small.png", store, **options)
+    assert _resolve(f"{base}/ok/small.png", store, allow_private=True, **options).size == (64, 64)
 
 
 @pytest.mark.parametrize(
@@ -210,7 +232,9 @@ def test_https_refusals(
 ) -> None:
     base, client = https_server
     with pytest.raises(InvalidSpecError, match=message):
-        _resolve(f"{base}/ok/{path}", store, url_allowlist=[f"{base}/ok/"], tls_verify=client)
+        _resolve(
+            f"{base}/ok/{path}", store, url_allowlist=[f"{base}/ok/"], tls_verify=client, allow_private=True
+        )
 
 
 def test_a_trickling_server_is_cut_off_at_the_overall_deadline(
@@ -218,7 +242,7 @@ def test_a_trickling_server_is_cut_off_at_the_overall_deadline(
 ) -> None:
     base, trusting = https_server
     with pytest.raises(InvalidSpecError, match="within 1 s"):
-        fetch_url(f"{base}/ok/trickle.png", LIMIT, verify=trusting, deadline_seconds=1)
+        fetch_url(f"{base}/ok/trickle.png", LIMIT, verify=trusting, deadline_seconds=1, allow_private=True)
 
 
 def test_img2img_from_inline_and_store_uri(

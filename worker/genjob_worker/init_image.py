@@ -4,7 +4,10 @@ Accepted forms, each refused with an `InvalidSpecError` saying why:
 - a result URI of the configured store (`file://` under its root, or `s3://bucket/prefix...`);
 - an `https://` URL starting with a prefix of `worker.init_image_url_allowlist` (the prefix
   must end at a path boundary, redirects are not followed, the body is streamed and cut
-  off at `init_image_max_bytes`);
+  off at `init_image_max_bytes`); its host must be, and resolve to, public addresses only
+  (not the cloud metadata endpoint, not a cluster-internal Service) unless
+  `worker.init_image_allow_private`, and the connection goes to the address checked
+  (genjob.destinations);
 - an inline `data:image/png;base64,...` (also jpeg/webp) URI decoding to at most
   `init_image_max_bytes`.
 The bytes are decoded with PIL (size-checked before decoding pixels), converted to RGB and
@@ -26,6 +29,7 @@ import httpx
 import structlog
 from PIL import Image
 
+from genjob.destinations import DestinationRefused, pin_to_addresses
 from genjob.errors import InvalidSpecError
 from genjob.result_store import ResultNotFoundError, ResultStore
 
@@ -97,16 +101,35 @@ def fetch_url(
     *,
     verify: ssl.SSLContext | bool = True,
     deadline_seconds: float = FETCH_DEADLINE_SECONDS,
+    allow_private: bool = False,
 ) -> bytes:
     """GET an allowed URL within one overall deadline (connect, headers and body together: a
-    server trickling bytes is cut off), refusing redirects, errors and bodies over max_bytes.
-    The body is read raw (not decompressed), so its size is what crossed the network."""
+    server trickling bytes is cut off), refusing non-public destinations, redirects, errors and
+    bodies over max_bytes. The body is read raw (not decompressed), so its size is what crossed
+    the network."""
+    host = urlsplit(url).hostname
+    try:
+        request = pin_to_addresses(url, allow_private)[0]
+    except DestinationRefused as exc:
+        raise InvalidSpecError(
+            f"initImage URL host {host} is not a public address ({exc.address}); "
+            "ask an operator to set worker.init_image_allow_private if it must be reached"
+        ) from None
+    except OSError as exc:
+        raise InvalidSpecError(
+            f"initImage URL host {host} does not resolve ({exc.strerror or type(exc).__name__})"
+        ) from None
 
     async def fetch() -> bytes:
         async with (
             httpx.AsyncClient(verify=verify, follow_redirects=False, timeout=deadline_seconds) as client,
             asyncio.timeout(deadline_seconds),
-            client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response,
+            client.stream(
+                "GET",
+                request.url,
+                headers={"Accept-Encoding": "identity", **request.headers},
+                extensions=request.extensions,
+            ) as response,
         ):
             if response.status_code != 200:
                 raise InvalidSpecError(f"initImage URL {url} answered HTTP {response.status_code}")
@@ -176,6 +199,7 @@ def load_init_image_bytes(
     max_bytes: int,
     url_allowlist: Sequence[str],
     tls_verify: ssl.SSLContext | bool = True,
+    allow_private: bool = False,
 ) -> bytes:
     """The raw bytes behind an initImage reference (see the module docstring for the rules)."""
     if ref.startswith("data:"):
@@ -191,7 +215,9 @@ def load_init_image_bytes(
     if ref.startswith("https://"):
         if not url_allowed(ref, url_allowlist):
             raise InvalidSpecError(f"initImage URL {ref} is not on the worker's URL allow-list")
-        return fetch_url(normalized_https_url(ref) or ref, max_bytes, verify=tls_verify)
+        return fetch_url(
+            normalized_https_url(ref) or ref, max_bytes, verify=tls_verify, allow_private=allow_private
+        )
     raise InvalidSpecError(
         "initImage must be a result URI of this store, an allowed https URL, or a data:image/png;base64 URI"
     )
@@ -206,9 +232,15 @@ def resolve_init_image(
     width: int,
     height: int,
     tls_verify: ssl.SSLContext | bool = True,
+    allow_private: bool = False,
 ) -> Image.Image:
     """The init image of a job as an RGB image of width x height."""
     data = load_init_image_bytes(
-        ref, store=store, max_bytes=max_bytes, url_allowlist=url_allowlist, tls_verify=tls_verify
+        ref,
+        store=store,
+        max_bytes=max_bytes,
+        url_allowlist=url_allowlist,
+        tls_verify=tls_verify,
+        allow_private=allow_private,
     )
     return decode_image(data, width, height)

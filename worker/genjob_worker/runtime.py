@@ -101,6 +101,7 @@ class DiffusersGenerator:
                 store=self.store,
                 max_bytes=self.worker.init_image_max_bytes,
                 url_allowlist=self.worker.init_image_url_allowlist,
+                allow_private=self.worker.init_image_allow_private,
                 width=spec.width,
                 height=spec.height,
             )

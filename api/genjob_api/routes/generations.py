@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from genjob.admission import ModelNotConfiguredError, TenantNotAllowedError, admit
+from genjob.destinations import non_public_address
 from genjob.errors import InvalidSpecError, UnknownTierError
 from genjob.jobspec import GenerationJobSpec
 from genjob.queue.records import JOB_ID_PATTERN
@@ -45,7 +46,6 @@ from genjob_api.models import (
 from genjob_api.ratelimit import RateCounter, RateLimitedError
 from genjob_api.sse import KEEPALIVE_SECONDS, held_stream, job_events
 from genjob_api.state import GatewayState
-from genjob_api.webhook_delivery import non_public_address
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
