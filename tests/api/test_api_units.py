@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import ipaddress
 import json
 import socket
 import threading
@@ -173,26 +172,6 @@ def test_an_unexpected_error_on_submit_is_a_json_500(tmp_path, monkeypatch) -> N
         if sample.name == "genjob_api_requests_total"
     ]
     assert {"route": "/v1/generations", "method": "POST", "status": "500"} in counted
-
-
-@pytest.mark.parametrize(
-    ("host", "refused"),
-    [
-        ("127.0.0.1", "127.0.0.1"),
-        ("169.254.169.254", "169.254.169.254"),  # cloud metadata
-        ("10.0.3.7", "10.0.3.7"),
-        ("[::1]", "::1"),
-        ("::ffff:192.168.1.1", str(ipaddress.ip_address("::ffff:192.168.1.1"))),  # IPv4-mapped
-        ("localhost", "localhost"),
-        ("api.localhost", "localhost"),
-        ("93.184.216.34", None),
-        ("hooks.example.com", None),  # not resolved at submit
-    ],
-)
-def test_webhook_hosts_on_non_public_addresses_are_named(host: str, refused: str | None) -> None:
-    from genjob.destinations import non_public_address
-
-    assert non_public_address(host) == refused
 
 
 class _Delivery:
