@@ -176,3 +176,35 @@ def test_an_in_cluster_s3_store_is_reached_on_its_endpoint_port(chartlib) -> Non
 
 def test_egress_policies_can_be_turned_off(chartlib) -> None:
     assert _render(chartlib, "networkPolicy.egress.enabled=false") == {}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "minimal"])
+def test_every_pod_is_under_default_deny_ingress_and_its_components_egress(
+    chartlib, rendered, variant
+) -> None:
+    """No pod of the release escapes the policies: ingress is denied unless a component policy
+    admits it, and operator, gateway and worker pods have their egress restricted."""
+    docs = rendered[variant]
+    deny = next(
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("default-deny-ingress")
+    )
+    assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
+    egress = egress_policies(docs)
+    pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")] + chartlib.by_kind(docs, "Pod")
+    assert pods
+    for workload in pods:
+        labels = (
+            workload["metadata"]["labels"]
+            if workload["kind"] == "Pod"
+            else workload["spec"]["template"]["metadata"]["labels"]
+        )
+        assert _selects(deny["spec"]["podSelector"], labels), workload["metadata"]["name"]
+        component = labels["app.kubernetes.io/component"]
+        if component in COMPONENTS:
+            assert _selects(egress[component]["spec"]["podSelector"], labels), workload["metadata"]["name"]

@@ -280,3 +280,9 @@ def test_strength_leaving_no_step_is_refused(registry: ModelRegistry, make_spec)
     spec = valid.model_copy(update={"strength": 0.1})  # bypasses validation, like an old queued record
     with pytest.raises(InvalidSpecError, match="no denoising step"):
         run_generation(registry, spec, model_name="tiny", seed=1, init_image=Image.new("RGB", (64, 64)))
+
+
+def test_an_allowlisted_host_that_does_not_resolve_is_invalid_spec(store: FilesystemResultStore) -> None:
+    """`.invalid` never resolves (RFC 6761): the job fails with a message naming the host."""
+    with pytest.raises(InvalidSpecError, match=r"host images\.invalid does not resolve"):
+        _resolve("https://images.invalid/a.png", store, url_allowlist=["https://images.invalid/"])

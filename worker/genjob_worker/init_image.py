@@ -29,7 +29,7 @@ import httpx
 import structlog
 from PIL import Image
 
-from genjob.destinations import DestinationRefused, pin_to_addresses
+from genjob.destinations import DestinationRefused, PinnedRequest, pin_to_addresses
 from genjob.errors import InvalidSpecError
 from genjob.result_store import ResultNotFoundError, ResultStore
 
@@ -107,23 +107,15 @@ def fetch_url(
     server trickling bytes is cut off), refusing non-public destinations, redirects, errors and
     bodies over max_bytes. The body is read raw (not decompressed), so its size is what crossed
     the network."""
-    host = urlsplit(url).hostname
-    try:
-        request = pin_to_addresses(url, allow_private)[0]
-    except DestinationRefused as exc:
-        raise InvalidSpecError(
-            f"initImage URL host {host} is not a public address ({exc.address}); "
-            "ask an operator to set worker.init_image_allow_private if it must be reached"
-        ) from None
-    except OSError as exc:
-        raise InvalidSpecError(
-            f"initImage URL host {host} does not resolve ({exc.strerror or type(exc).__name__})"
-        ) from None
 
     async def fetch() -> bytes:
+        async with asyncio.timeout(deadline_seconds):  # the name's lookup included
+            request = (await asyncio.to_thread(pin_to_addresses, url, allow_private))[0]
+            return await download(request)
+
+    async def download(request: PinnedRequest) -> bytes:
         async with (
             httpx.AsyncClient(verify=verify, follow_redirects=False, timeout=deadline_seconds) as client,
-            asyncio.timeout(deadline_seconds),
             client.stream(
                 "GET",
                 request.url,
@@ -146,11 +138,21 @@ def fetch_url(
                 chunks.append(chunk)
             return b"".join(chunks)
 
+    host = urlsplit(url).hostname
     try:
         return asyncio.run(fetch())
+    except DestinationRefused as exc:
+        raise InvalidSpecError(
+            f"initImage URL host {host} is not a public address ({exc.address}); "
+            "ask an operator to set worker.init_image_allow_private if it must be reached"
+        ) from None
     except TimeoutError:
         raise InvalidSpecError(
             f"initImage URL {url} did not answer in full within {deadline_seconds:g} s"
+        ) from None
+    except OSError as exc:  # the name does not resolve (httpx's own errors are not OSErrors)
+        raise InvalidSpecError(
+            f"initImage URL host {host} does not resolve ({exc.strerror or type(exc).__name__})"
         ) from None
     except httpx.HTTPError as exc:
         log.info("initImage fetch failed", url=url, error=f"{type(exc).__name__}: {exc}")
