@@ -37,6 +37,7 @@ from genjob.localredis import SentinelDeployment, free_port
 from genjob.queue import read_history
 from genjob.settings import GenjobSettings
 from genjob_api.auth import hash_key
+from tests.support.processes import GenjobProcess, stop_all
 
 API_KEY = "gj_failover_key"
 BODY = {"prompt": "a lighthouse in a storm", "width": 64, "height": 64, "steps": 2}
@@ -139,27 +140,6 @@ def _environment(work: Path, deployment: SentinelDeployment, model: Path) -> dic
     return env
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "genjob.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{log.stem} exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready within {timeout}s; see {log}")
-
-
 def _audit(report: FailoverReport, settings: GenjobSettings, accepted: list[str], timeout: float) -> None:
     """Wait for every accepted job to be final, then read the event stream back."""
     queue = job_queue(settings)
@@ -224,22 +204,22 @@ def run_failover(
     settings = GenjobSettings(
         redis={"sentinels": deployment.sentinel_addresses, "sentinel_master": deployment.master}
     )
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[GenjobProcess] = []
     try:
         port = free_port()
-        api_log = work / "api.log"
-        processes.append(_spawn(["api", "--host", "127.0.0.1", "--port", str(port)], env, api_log))
+        api = GenjobProcess(["api", "--host", "127.0.0.1", "--port", str(port)], env, work / "api.log")
+        processes.append(api.start())
         workers = []
         for i in range(3):
             worker_port = free_port()
             worker_env = dict(env, GENJOB_WORKER__HTTP_PORT=str(worker_port), GENJOB_WORKER__NAME=f"w{i}")
-            log = work / f"worker-{i}.log"
-            processes.append(_spawn(["worker", "--tiers", "pro", "--device", "cpu"], worker_env, log))
-            workers.append((f"http://127.0.0.1:{worker_port}/readyz", processes[-1], log))
+            args = ["worker", "--tiers", "pro", "--device", "cpu"]
+            processes.append(GenjobProcess(args, worker_env, work / f"worker-{i}.log").start())
+            workers.append((f"http://127.0.0.1:{worker_port}/readyz", processes[-1]))
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(f"{url}/readyz", processes[0], api_log)
-        for ready_url, process, log in workers:
-            _wait_ready(ready_url, process, log)
+        api.wait_http(f"{url}/readyz")
+        for ready_url, process in workers:
+            process.wait_http(ready_url)
 
         report.phase_seconds["start"] = round(time.monotonic() - started, 1)
         load_started = time.monotonic()
@@ -263,13 +243,7 @@ def run_failover(
         _audit(report, settings, [job_id for job_id, _, _ in load.accepted], timeout=90)
         report.phase_seconds["drain"] = round(time.monotonic() - drain_started, 1)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes, grace=20)
         deployment.stop()
     report.phase_seconds["total"] = round(time.monotonic() - started, 1)
     return report

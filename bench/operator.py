@@ -160,7 +160,7 @@ def main() -> int:
 
     from genjob.crd import render_crd_yaml
     from genjob.localredis import RedisServer, free_port
-    from genjob_operator.testing import OperatorProcess
+    from tests.support.operator_harness import OperatorProcess
 
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp_dir:
         tmp = Path(tmp_dir)

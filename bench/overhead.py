@@ -43,14 +43,14 @@ from genjob.queue import JobQueue, JobState
 from genjob.settings import GenjobSettings, ModelConfig
 from genjob_worker.generate import run_generation
 from genjob_worker.models import ModelRegistry
-from genjob_worker.testing import (
+from genjob_worker.tiny_model import build_tiny_pipeline
+from tests.support.worker_harness import (
     TEST_TORCH_THREADS,
     WorkerProcess,
     enqueue_job,
     wait_for_job,
     worker_environment,
 )
-from genjob_worker.tiny_model import build_tiny_pipeline
 
 QUICK = os.environ.get("GENJOB_BENCH_QUICK") == "1"
 SAMPLES = 3 if QUICK else 30

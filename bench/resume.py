@@ -45,8 +45,8 @@ from genjob_worker.checkpointer import Checkpointer, CheckpointTarget
 from genjob_worker.denoise_state import DenoiseSnapshot, StepTracker
 from genjob_worker.generate import StopGeneration, run_generation
 from genjob_worker.models import ModelRegistry
-from genjob_worker.testing import TEST_TORCH_THREADS
 from genjob_worker.tiny_model import build_tiny_pipeline
+from tests.support.worker_harness import TEST_TORCH_THREADS
 
 QUICK = os.environ.get("GENJOB_BENCH_QUICK") == "1"
 ROUNDS = 1 if QUICK else 3

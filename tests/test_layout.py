@@ -24,3 +24,17 @@ def test_component_packages_import_from_the_repo_root() -> None:
 def test_no_component_folder_is_itself_a_package() -> None:
     for folder in ("operator", "worker", "api"):
         assert not (ROOT / folder / "__init__.py").exists()
+
+
+def test_product_packages_hold_no_test_helpers() -> None:
+    """Test harnesses live in tests/support; the four packages never import them."""
+    packages = [
+        ROOT / "genjob",
+        ROOT / "api/genjob_api",
+        ROOT / "operator/genjob_operator",
+        ROOT / "worker/genjob_worker",
+    ]
+    for package in packages:
+        assert not (package / "testing.py").exists(), package
+        for path in package.rglob("*.py"):
+            assert "tests.support" not in path.read_text(), path

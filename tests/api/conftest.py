@@ -34,6 +34,7 @@ from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobQueue
 from genjob.settings import GenjobSettings
 from genjob_api.auth import hash_key
+from tests.support.processes import GenjobProcess, stop_all
 
 PREFIX = "apitest"
 MAX_STREAMS_PER_KEY = 2
@@ -85,21 +86,6 @@ def _tiny_model(root: Path) -> Path:
     return folder
 
 
-def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p in procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"a gateway test process exited ({p.returncode}); logs in {logs}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready in {timeout}s; logs in {logs}")
-
-
 @pytest.fixture(scope="session")
 def gateway_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server of their own: other tiers' fixtures flush the shared one between tests."""
@@ -145,40 +131,26 @@ def gateway(gateway_env: dict[str, str], gateway_redis: RedisServer) -> Iterator
     port = free_port()
     logs = root / "logs"
     logs.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(name: str, args: list[str], env: dict[str, str]) -> None:
-        with (logs / f"{name}.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "genjob.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-                )
-            )
-
-    spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)], gateway_env)
+    api = GenjobProcess(["api", "--host", "127.0.0.1", "--port", str(port)], gateway_env, logs / "api.log")
     worker_env = dict(
         gateway_env, GENJOB_WORKER__HTTP_PORT=str(free_port()), GENJOB_WORKER__NAME="api-test-w1"
     )
-    spawn("worker", ["worker", "--tiers", "pro,starter,free", "--device", "cpu"], worker_env)
+    worker = GenjobProcess(
+        ["worker", "--tiers", "pro,starter,free", "--device", "cpu"], worker_env, logs / "worker.log"
+    )
+    procs = [api.start(), worker.start()]
     url = f"http://127.0.0.1:{port}"
     client = gateway_redis.client()
     settings = GenjobSettings(redis={"url": gateway_redis.url, "key_prefix": PREFIX})
     queue = JobQueue(client, RedisKeys(PREFIX), list(settings.tiers), settings.queue)
     gw = Gateway(url, json.loads(gateway_env["GENJOB_TEST_KEYS"]), client, queue, logs)
     try:
-        _wait_http(f"{url}/readyz", procs, logs)
+        api.wait_http(f"{url}/readyz", timeout=60)
         yield gw
     finally:
         for c in gw.clients:
             c.close()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(procs, grace=20)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from genjob.crd import GROUP, PLURAL, VERSION
 from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobState, read_history
 from genjob.settings import GenjobSettings
-from genjob_operator.testing import OperatorProcess
+from tests.support.operator_harness import OperatorProcess
 
 from .conftest import wait_for as _wait_for
 
@@ -59,7 +59,7 @@ class Stack:
     def __init__(self, cluster, redis_server, model_dir: Path, tmp: Path) -> None:
         from kubernetes import client as k8s
 
-        from genjob_worker.testing import worker_environment
+        from tests.support.worker_harness import worker_environment
 
         self.cluster, self.tmp, self.model_dir = cluster, tmp, model_dir
         self.ns = f"op-{uuid.uuid4().hex[:8]}"
@@ -107,7 +107,7 @@ class Stack:
         return proc
 
     def worker(self, name: str = "w1"):
-        from genjob_worker.testing import WorkerProcess
+        from tests.support.worker_harness import WorkerProcess
 
         env = {**self.env, "GENJOB_WORKER__HTTP_PORT": str(free_port()), "GENJOB_WORKER__NAME": name}
         proc = WorkerProcess(env, self.tmp / f"{name}.log", ["--tiers", "free", "--device", "cpu"]).start()

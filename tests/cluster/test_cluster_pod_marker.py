@@ -20,8 +20,8 @@ from genjob.settings import GenjobSettings
 from genjob_worker.generate import GenerationOutput, StepCallback
 from genjob_worker.models import ModelRegistry
 from genjob_worker.pod_marker import DELETION_COST, DO_NOT_DISRUPT, KubernetesPodMarker
-from genjob_worker.testing import InProcessWorker, enqueue_job
 from genjob_worker.tiny_model import build_tiny_pipeline
+from tests.support.worker_harness import InProcessWorker, enqueue_job
 
 pytestmark = pytest.mark.cluster
 

@@ -20,8 +20,8 @@ from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobQueue
 from genjob.settings import GenjobSettings, ModelConfig
 from genjob_worker.models import ModelRegistry
-from genjob_worker.testing import TEST_TORCH_THREADS, StartWorker, WorkerProcess, worker_environment
 from genjob_worker.tiny_model import build_tiny_pipeline
+from tests.support.worker_harness import TEST_TORCH_THREADS, StartWorker, WorkerProcess, worker_environment
 
 
 @pytest.fixture(scope="session", autouse=True)

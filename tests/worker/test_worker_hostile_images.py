@@ -18,7 +18,7 @@ from genjob.settings import GenjobSettings
 from genjob_worker.init_image import decode_image
 from genjob_worker.models import ModelRegistry
 from genjob_worker.results import encode_png
-from genjob_worker.testing import InProcessWorker, enqueue_job
+from tests.support.worker_harness import InProcessWorker, enqueue_job
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 INFLATES_PAST_PILLOW_TEXT_LIMIT = b"\0" * (2 * 1024 * 1024)  # ~2 KB compressed

@@ -15,7 +15,7 @@ from genjob.queue import CancelOutcome, JobState
 from genjob.settings import GenjobSettings
 from genjob_worker.generate import GenerationOutput, StepCallback
 from genjob_worker.models import ModelRegistry
-from genjob_worker.testing import InProcessWorker, enqueue_job, wait_for_job
+from tests.support.worker_harness import InProcessWorker, enqueue_job, wait_for_job
 
 LONG = {"steps": 400}  # ~ seconds on the tiny model at 64x64
 

@@ -19,7 +19,7 @@ from genjob.queue import JobState, NewJob
 from genjob.settings import GenjobSettings
 from genjob_worker.generate import GenerationOutput, StepCallback, run_generation
 from genjob_worker.models import ModelRegistry
-from genjob_worker.testing import InProcessWorker, enqueue_job
+from tests.support.worker_harness import InProcessWorker, enqueue_job
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from genjob.queue import JobQueue, JobState
-from genjob_worker.testing import StartWorker, enqueue_job, wait_for_job
+from tests.support.worker_harness import StartWorker, enqueue_job, wait_for_job
 
 LONG = {"steps": 400}  # seconds on the tiny model; still running when the signal comes
 

@@ -18,7 +18,7 @@ import pytest
 from genjob.queue import EventType, JobState, read_history
 from genjob.settings import GenjobSettings
 from genjob_worker.models import ModelRegistry
-from genjob_worker.testing import InProcessWorker, enqueue_job, wait_for_job
+from tests.support.worker_harness import InProcessWorker, enqueue_job, wait_for_job
 
 JOB = {"steps": 60, "seed": 7, "prompt": "a lighthouse at dusk"}
 

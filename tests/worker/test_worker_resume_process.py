@@ -16,7 +16,7 @@ import signal
 import time
 
 from genjob.queue import JobQueue, JobState
-from genjob_worker.testing import StartWorker, enqueue_job, wait_for_job
+from tests.support.worker_harness import StartWorker, enqueue_job, wait_for_job
 
 JOB = {"steps": 300, "seed": 99, "prompt": "a harbour in fog"}
 

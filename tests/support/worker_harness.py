@@ -1,25 +1,22 @@
-"""Helpers to run real worker processes and wait on jobs, for tests and benchmarks.
+"""Real worker processes, in-process workers and job helpers, for tests and benchmarks.
 
 `WorkerProcess` starts `python -m genjob.cli worker` with settings passed the way a pod
 gets them (GENJOB_* environment variables), waits for /readyz, and stops it with a signal.
 `enqueue_job` admits nothing: it queues a spec for the tiny model directly, like the
-operator does after admission. Nothing here is used by the worker itself.
+operator does after admission. Not product code (tests/support/__init__.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from genjob.admission import new_job
 from genjob.connect import job_queue
@@ -36,6 +33,7 @@ from genjob_worker.metrics import WorkerMetrics
 from genjob_worker.models import ModelRegistry
 from genjob_worker.pod_marker import PodMarker
 from genjob_worker.runtime import DiffusersGenerator, Generator
+from tests.support.processes import GenjobProcess
 
 # Intra-op threads of torch in test and benchmark processes. With torch's default (one per
 # core) several busy processes on a small shared machine oversubscribe the cores, and
@@ -78,76 +76,27 @@ def worker_environment(
     return env
 
 
-class WorkerProcess:
-    """One `genjob worker` child process."""
+class WorkerProcess(GenjobProcess):
+    """One `genjob worker` child process, ready when its /readyz answers 200."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, args: Collection[str] = ()) -> None:
-        self.env = dict(env)
+        super().__init__(["worker", *args], env, log_path)
         self.port = int(self.env["GENJOB_WORKER__HTTP_PORT"])
-        self.log_path = log_path
-        self.args = list(args)
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "genjob.cli", "worker", *self.args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        super().start()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
     def get(self, path: str) -> tuple[int, str]:
         """Status and body of GET http://127.0.0.1:port/path (0 when nothing answers)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
+            response = httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2)
+        except httpx.HTTPError:
             return 0, ""
+        return response.status_code, response.text
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"worker not ready within {timeout}s:\n{self.log_tail()}")
-
-    def signal(self, signum: int = signal.SIGTERM) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within 30 s (no-op once exited)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+        self.wait_http(f"http://127.0.0.1:{self.port}/readyz", timeout)
 
 
 StartWorker = Callable[..., WorkerProcess]  # the tests' start_worker fixture
