@@ -56,6 +56,7 @@ def _start_webhooks(state: GatewayState) -> Any:
         payload_of,
         consumer_name(),
         policy=DeliveryPolicy(allow_private=state.settings.api.webhook_allow_private),
+        on_final=state.estimator.observe_event,
     )
     dispatcher.start()
     return dispatcher

@@ -65,6 +65,7 @@ class WebhookDispatcher:
         adopt_idle_ms: int = ADOPT_IDLE_MS,
         adopt_every_seconds: float = ADOPT_EVERY_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_final: Callable[[JobEvent], None] | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -78,6 +79,7 @@ class WebhookDispatcher:
         self.adopt_idle_ms = adopt_idle_ms
         self.adopt_every_seconds = adopt_every_seconds
         self.transport = transport
+        self.on_final = on_final  # sees every final event read (the wait estimator learns from them)
         self.in_flight: dict[str, JobEvent] = {}  # stream id -> event, until acknowledged
         self._tenant_slots: dict[str, asyncio.Semaphore] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +139,9 @@ class WebhookDispatcher:
                             stream=self.keys.final_events,
                         )
                     events = await asyncio.to_thread(reader.read, READ_BATCH, 1000)
+                    if self.on_final is not None:
+                        for event in events:
+                            self.on_final(event)
                     if time.monotonic() >= next_adopt:
                         next_adopt = time.monotonic() + self.adopt_every_seconds
                         events += await self._adopt(reader)

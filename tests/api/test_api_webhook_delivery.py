@@ -23,6 +23,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from genjob.keys import RedisKeys
 from genjob.queue import JobEvent
+from genjob_api.backends import WaitEstimator
 from genjob_api.webhook_delivery import DeliveryPolicy, WebhookSender, WebhookTarget, signature_headers
 from genjob_api.webhooks import WebhookDispatcher
 
@@ -260,5 +261,34 @@ def test_an_entry_in_flight_is_not_adopted_again(
         pending = redis_client.xpending_range(keys.final_events, "genjob-gateway-webhooks", "-", "+", 10)
         assert [p["consumer"] for p in pending] == ["gateway-1"]
         assert all(p["time_since_delivered"] < 1000 for p in pending)  # kept claimed, not idle
+    finally:
+        dispatcher.stop()
+
+
+def test_every_final_event_teaches_the_wait_estimator_webhook_or_not(redis_client: redis.Redis) -> None:
+    """The wait estimate learns from the jobs that finish (their pipeline seconds), read once
+    from the final-event stream, not from whoever happens to GET a finished job."""
+    keys = RedisKeys("estimate")
+    for job_id, kind, seconds in (("a", "succeeded", "4"), ("b", "failed", "99"), ("c", "succeeded", "8")):
+        redis_client.xadd(
+            keys.final_events,
+            {"type": kind, "job": job_id, "tier": "free", "ts": "0", "gpu_seconds": seconds},
+        )
+    estimator = WaitEstimator(alpha=0.5)
+    dispatcher = WebhookDispatcher(
+        redis_client,
+        keys,
+        lambda _event: None,  # no job asked for a webhook
+        lambda _key: SECRET,
+        lambda _target: None,
+        "gateway-1",
+        on_final=estimator.observe_event,
+    )
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while estimator.mean_seconds != 7.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert estimator.mean_seconds == 7.5  # (10 + 4) / 2, then (7 + 8) / 2; the failure not counted
     finally:
         dispatcher.stop()

@@ -11,7 +11,7 @@ import threading
 from typing import Any, Protocol
 
 from genjob.jobspec import GenerationJobSpec
-from genjob.queue import JobEvent
+from genjob.queue import EventType, JobEvent
 from genjob_api.auth import Caller
 from genjob_api.models import Generation, GenerationPage, ImageOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
@@ -59,8 +59,10 @@ class JobBackend(Protocol):
 class WaitEstimator:
     """A rough queue-wait estimate: position x mean job run time / active workers.
 
-    The mean run time is an exponentially weighted average of finished jobs this gateway
-    has seen (DEFAULT_JOB_SECONDS until it has seen one)."""
+    The mean run time is an exponentially weighted average of the pipeline seconds of jobs
+    that succeeded, learnt from the final-event stream (`observe_event`, fed by the webhook
+    dispatcher, which reads every final event once per gateway replica group);
+    DEFAULT_JOB_SECONDS until one has been seen."""
 
     def __init__(self, alpha: float = 0.2) -> None:
         self.alpha = alpha
@@ -76,6 +78,16 @@ class WaitEstimator:
                 self._seen.clear()
             self._seen.add(job_id)
             self.mean_seconds = (1 - self.alpha) * self.mean_seconds + self.alpha * run_seconds
+
+    def observe_event(self, event: JobEvent) -> None:
+        """A final event: a succeeded job's pipeline seconds (over its attempts) count."""
+        seconds = event.fields.get("gpu_seconds")
+        if event.type != EventType.SUCCEEDED or seconds in (None, ""):
+            return
+        try:
+            self.observe(event.job_id, float(seconds))
+        except ValueError:
+            return
 
     def estimate(self, jobs_ahead: int, workers: int) -> float:
         return round(max(0, jobs_ahead + 1) * self.mean_seconds / max(1, workers), 1)

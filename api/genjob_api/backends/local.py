@@ -106,8 +106,6 @@ class LocalBackend:
     def _view(self, record: JobRecord, position: int | None = None, workers: int | None = None) -> Generation:
         status = _STATUS[record.state]
         images, uris = image_views(record.id, record.result) if status == Status.SUCCEEDED else ([], [])
-        if record.started_at_ms and record.finished_at_ms and status == Status.SUCCEEDED:
-            self.estimator.observe(record.id, (record.finished_at_ms - record.started_at_ms) / 1000)
         progress = None
         if record.progress_total:
             progress = ProgressOut(step=record.progress_step or 0, total=record.progress_total)
