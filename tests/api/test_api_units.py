@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import re
 import socket
 import threading
 import time
@@ -311,3 +312,18 @@ def test_readiness_reasons_carry_no_exception_text() -> None:
     reason = backend.not_ready_reason()
     assert reason is not None and reason.startswith("kubernetes API unreachable")
     assert "secret" not in reason and "10.0.0.1" not in reason
+
+
+def test_job_ids_sort_newest_first_so_cluster_pages_keep_the_order() -> None:
+    """The Kubernetes API lists a namespace's objects by name and cluster mode pages through
+    that list: ids of later jobs sort before earlier ones, whatever their random part."""
+    from genjob.queue.records import check_job_id
+    from genjob_api.routes.generations import new_job_id
+
+    ids = [new_job_id(now_ms=ms) for ms in (1_700_000_000_000, 1_700_000_000_001, 1_800_000_000_000)]
+    assert sorted(ids) == ids[::-1]
+    for job_id in ids:
+        check_job_id(job_id)
+        assert (
+            re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", job_id) and len(job_id) <= 63
+        )  # a valid object name

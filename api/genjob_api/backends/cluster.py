@@ -235,8 +235,9 @@ class ClusterBackend:
             if exc.status in (404, 410):
                 return GenerationPage(items=[], next_cursor=None)
             raise
+        # Newest first across pages: the API server lists by name, and gateway ids sort newest
+        # first (routes/generations.py new_job_id).
         items = [self._view(o) for o in reply.get("items", [])]
-        items.sort(key=lambda g: g.created_at or "", reverse=True)
         if status is not None:
             items = [g for g in items if g.status == status]
         return GenerationPage(items=items, next_cursor=reply.get("metadata", {}).get("continue") or None)

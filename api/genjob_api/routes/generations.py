@@ -11,6 +11,7 @@ no thread.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -56,8 +57,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 JobId = Annotated[str, Path(description="Job id as returned by POST.", max_length=128)]
 
 
-def new_job_id() -> str:
-    return f"gen-{secrets.token_hex(16)}"
+# Ids sort newest first: the Kubernetes API lists a namespace's objects in name order and cluster
+# mode pages through that list, so an id starts with the milliseconds left until _ID_END_MS (a
+# fixed width of 13 digits, year 2286), then random hex.
+_ID_END_MS = 10**13
+
+
+def new_job_id(now_ms: int | None = None) -> str:
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return f"gen-{_ID_END_MS - ms:013d}{secrets.token_hex(10)}"
 
 
 def _not_found(job_id: str) -> ApiError:
