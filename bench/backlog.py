@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     args = parser.parse_args()
     result = run(args.backlog, args.samples)
-    for name, row in result["details"]["at_backlog"].items():  # type: ignore[index]
+    for name, row in result["details"]["at_backlog"].items():
         print(f"{name}: p50 {row['p50_us']} us, max {row['max_us']} us at a backlog of {args.backlog}")
     print(json.dumps(result))
 

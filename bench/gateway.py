@@ -182,14 +182,14 @@ def _round_trips_per_post(env: dict[str, str], n: int = 200) -> float:
         with TestClient(app) as client:
             headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
             client.post("/v1/generations", content=BODY, headers=headers)  # connect, load scripts
-            redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
-            aconnection.AbstractConnection.send_packed_command = acounting  # type: ignore[method-assign]
+            redis.connection.AbstractConnection.send_packed_command = counting
+            aconnection.AbstractConnection.send_packed_command = acounting
             try:
                 for _ in range(n):
                     assert client.post("/v1/generations", content=BODY, headers=headers).status_code == 202
             finally:
-                redis.connection.AbstractConnection.send_packed_command = sync_send  # type: ignore[method-assign]
-                aconnection.AbstractConnection.send_packed_command = async_send  # type: ignore[method-assign]
+                redis.connection.AbstractConnection.send_packed_command = sync_send
+                aconnection.AbstractConnection.send_packed_command = async_send
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -54,7 +54,7 @@ def test_api_stateful_links_conform_to_schema(gateway: Any) -> None:
     jobs succeed and their images exist), pass every schemathesis check."""
     headers = {"Authorization": f"Bearer {gateway.keys['alice']}"}
 
-    class GatewayWorkflow(schema.as_state_machine()):  # type: ignore[misc]
+    class GatewayWorkflow(schema.as_state_machine()):
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"base_url": gateway.url, "headers": headers, "timeout": 10}
 

@@ -115,7 +115,7 @@ def test_wait_estimate_learns_from_finished_jobs() -> None:
     assert est.mean_seconds == 6.0
 
 
-def _app_without_redis(tmp_path, **key_fields):  # type: ignore[no-untyped-def]
+def _app_without_redis(tmp_path, **key_fields):
     """The gateway with one key ("k1", tier pro, plus `key_fields`) and a Redis URL nothing
     listens on."""
     from genjob.localredis import free_port
@@ -255,7 +255,7 @@ def test_a_pinned_webhook_reaches_a_real_receiver_by_name(monkeypatch: pytest.Mo
 
     def resolve(name: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
         if name != "receiver.test":
-            return real_getaddrinfo(name, *args, **kwargs)  # type: ignore[arg-type]
+            return real_getaddrinfo(name, *args, **kwargs)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in ("127.0.0.2", "127.0.0.1")]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)

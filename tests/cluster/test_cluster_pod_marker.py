@@ -118,7 +118,7 @@ def test_worker_loop_marks_its_pod_busy_only_while_running_a_job(
 
     enqueue_job(worker.queue, "marked")
     assert worker.loop.claim_and_run() == 1
-    assert worker.queue.get("marked").state == JobState.SUCCEEDED  # type: ignore[union-attr]
+    assert worker.queue.get("marked").state == JobState.SUCCEEDED
     [during] = spy.seen
     assert during[DO_NOT_DISRUPT] == "true" and during[DELETION_COST] == "10000"
 

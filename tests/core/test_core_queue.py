@@ -15,7 +15,7 @@ from genjob.settings import QueueSettings
 
 
 def job(job_id: str, tier: str = "free", **kw: object) -> NewJob:
-    return NewJob(id=job_id, tier=tier, spec={"prompt": job_id}, **kw)  # type: ignore[arg-type]
+    return NewJob(id=job_id, tier=tier, spec={"prompt": job_id}, **kw)
 
 
 def short_lease_queue(client: redis.Redis, lease: float = 0.2) -> JobQueue:

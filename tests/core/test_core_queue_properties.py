@@ -120,7 +120,7 @@ class QueueMachine(RuleBasedStateMachine):
                 assert (job_id in dead) == (state == JobState.FAILED)
             assert states[JobState.QUEUED] == len(pending)
             assert states[JobState.RUNNING] == len(inflight)
-        assert all(self.queue.get(j).state == JobState.RUNNING for j in self.held)  # type: ignore[union-attr]
+        assert all(self.queue.get(j).state == JobState.RUNNING for j in self.held)
 
 
 @pytest.mark.parametrize("_", [0])

@@ -63,7 +63,7 @@ def test_missing_config_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
 )
 def test_inconsistent_settings_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        GenjobSettings(**kwargs)  # type: ignore[arg-type]
+        GenjobSettings(**kwargs)
 
 
 def test_consumption_order_adds_spill_over_tiers_once() -> None:

@@ -9,7 +9,7 @@ from genjob.sim.inputs import calibration_figures, load_calibration, load_catalo
 
 @pytest.mark.parametrize("environment", ["aws", "test_cluster"])
 def test_every_calibration_figure_names_its_source(environment: str) -> None:
-    figures = calibration_figures(environment)  # type: ignore[arg-type]
+    figures = calibration_figures(environment)
     assert len(figures) >= 18
     assert all(len(f.source) > 10 for f in figures.values())
 

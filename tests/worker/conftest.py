@@ -64,7 +64,7 @@ def make_spec() -> SpecFactory:
     def make(**overrides: object) -> GenerationJobSpec:
         fields: dict[str, object] = {"tier": "free", "prompt": "a red bicycle", "width": 64, "height": 64}
         fields.update({"steps": 2, **overrides})
-        return GenerationJobSpec(**fields)  # type: ignore[arg-type]
+        return GenerationJobSpec(**fields)
 
     return make
 

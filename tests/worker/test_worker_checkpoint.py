@@ -36,7 +36,7 @@ def _checkpoint(**changes: object) -> Checkpoint:
         "model_fingerprint": "f" * 64, "seed": 1, "width": 64, "height": 64, "snapshot": snapshot,
     }  # fmt: skip
     fields.update(changes)
-    return Checkpoint(**fields)  # type: ignore[arg-type]
+    return Checkpoint(**fields)
 
 
 def test_round_trip_keeps_every_value() -> None:
@@ -63,7 +63,7 @@ def test_round_trip_keeps_every_value() -> None:
 )
 def test_damaged_files_are_refused(damage: object, why: str) -> None:
     with pytest.raises(CheckpointRefusedError, match=why):
-        decode(damage(encode(_checkpoint())))  # type: ignore[operator]
+        decode(damage(encode(_checkpoint())))
 
 
 @pytest.mark.parametrize(
@@ -93,6 +93,6 @@ def test_a_checkpoint_of_another_pipeline_is_refused_before_running(
 ) -> None:
     checkpoint = _checkpoint()
     checkpoint.snapshot.scheduler = scheduler
-    spec = make_spec(steps=10, seed=1)  # type: ignore[operator]
+    spec = make_spec(steps=10, seed=1)
     with pytest.raises(CheckpointRefusedError, match=why):
         run_generation(registry, spec, model_name="tiny", seed=1, resume=checkpoint)

@@ -61,7 +61,7 @@ def test_make_tiny_command_writes_a_loadable_model(
     assert genjob_main(["model", "make-tiny", str(dest), *flags]) == 0
     assert str(dest) in capsys.readouterr().out
     assert (dest / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    registry = ModelRegistry({"t": ModelConfig(source=str(dest), kind=kind, memory_class="tiny")})  # type: ignore[arg-type]
+    registry = ModelRegistry({"t": ModelConfig(source=str(dest), kind=kind, memory_class="tiny")})
     assert isinstance(registry.get("t"), cls)
 
 

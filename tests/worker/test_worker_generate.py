@@ -112,4 +112,4 @@ def test_batch_key_separates_incompatible_specs(make_spec) -> None:
     assert batch_key(make_spec(), "tiny-xl") != base
     assert batch_key(make_spec(init_image="data:image/png;base64,AA=="), "tiny") is None
     with pytest.raises(ValueError, match="not batch-compatible"):
-        run_batch(None, [make_spec(), make_spec(width=128)], model_name="tiny", seeds=[1, 2])  # type: ignore[arg-type]
+        run_batch(None, [make_spec(), make_spec(width=128)], model_name="tiny", seeds=[1, 2])

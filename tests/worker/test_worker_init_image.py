@@ -47,7 +47,7 @@ def store(tmp_path: Path) -> FilesystemResultStore:
 def _resolve(ref: str, store: FilesystemResultStore, **kwargs: object) -> Image.Image:
     options: dict[str, object] = {"max_bytes": LIMIT, "url_allowlist": [], "width": 64, "height": 64}
     options.update(kwargs)
-    return resolve_init_image(ref, store=store, **options)  # type: ignore[arg-type]
+    return resolve_init_image(ref, store=store, **options)
 
 
 def test_inline_png_is_decoded_converted_and_resized(store: FilesystemResultStore) -> None:

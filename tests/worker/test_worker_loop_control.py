@@ -174,7 +174,7 @@ def test_circuit_breaker_opens_after_consecutive_failures(
     assert worker.breaker.is_open and marker.circuit_waits == 1
     states: list[Any] = [r.state if r else None for r in worker.queue.get_many(["f0", "f1", "f2"])]
     assert states == [JobState.FAILED, JobState.FAILED, JobState.QUEUED]
-    assert worker.queue.get("f0").reason == "GenerationError"  # type: ignore[union-attr]
+    assert worker.queue.get("f0").reason == "GenerationError"
     assert any("circuit breaker" in r for r in worker.health.not_ready_reasons())
     assert not worker.health.alive()
     assert worker.metrics.registry.get_sample_value("genjob_worker_circuit_open") == 1
@@ -192,7 +192,7 @@ def test_job_messages_carry_no_exception_text_or_paths(
 ) -> None:
     """A tenant reads its job's message: an unexpected failure shows a stable message and the
     exception goes to the worker's log only."""
-    worker = InProcessWorker(loop_settings, registry, generator=LeakyGenerator())  # type: ignore[arg-type]
+    worker = InProcessWorker(loop_settings, registry, generator=LeakyGenerator())
     enqueue_job(worker.queue, "leak", max_attempts=1)
     worker.loop.claim_and_run()
     record = worker.queue.get("leak")

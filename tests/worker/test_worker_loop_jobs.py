@@ -107,7 +107,7 @@ def oom_once(times: int) -> Any:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return run_generation(*args, **kwargs)
 
-    run.calls = calls  # type: ignore[attr-defined]
+    run.calls = calls
     return run
 
 
