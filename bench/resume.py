@@ -17,8 +17,10 @@ itself was blocked (capture and hand-off, median x count) over the job's time. T
 takes far fewer checkpoints than this, so the figure is an upper bound.
 
 Also reported: the checkpoint's size and write time for this job, and the size of an SDXL
-1024x1024 checkpoint (1 image, float32 latents, DPM-Solver++ 2M history) built from a
-snapshot of that shape. Medians over rounds; `GENJOB_BENCH_QUICK=1` runs one round.
+1024x1024 checkpoint (1 image, float32 latents) with DPM-Solver++ 2M after two steps: the
+real scheduler steps latents of that shape (random model outputs stand in for the UNet's;
+the size does not depend on their values) and its state is captured as a worker does.
+Medians over rounds; `GENJOB_BENCH_QUICK=1` runs one round.
 Real components: the real pipeline loaded with `from_pretrained`, the real checkpoint format
 and a filesystem result store in a temporary folder. Last line: the JSON result.
 """
@@ -35,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers import DPMSolverMultistepScheduler
 
 from genjob.jobspec import GenerationJobSpec
 from genjob.queue import ClaimedJob
@@ -42,7 +45,7 @@ from genjob.result_store import FilesystemResultStore
 from genjob.settings import ModelConfig, WorkerSettings
 from genjob_worker.checkpoint import Checkpoint, decode, encode
 from genjob_worker.checkpointer import Checkpointer, CheckpointTarget
-from genjob_worker.denoise_state import DenoiseSnapshot, StepTracker
+from genjob_worker.denoise_state import DenoiseSnapshot, StepTracker, scheduler_state
 from genjob_worker.generate import StopGeneration, run_generation
 from genjob_worker.models import ModelRegistry
 from genjob_worker.tiny_model import build_tiny_pipeline
@@ -125,11 +128,15 @@ def _periodic(registry: ModelRegistry, checkpointer: Checkpointer) -> tuple[floa
 
 
 def _sdxl_1024_size() -> int:
-    latents = torch.zeros(1, 4, 128, 128)
+    noise = torch.Generator().manual_seed(0)
+    scheduler = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    scheduler.set_timesteps(STEPS)
+    latents = torch.randn(1, 4, 128, 128, generator=noise)
+    for t in scheduler.timesteps[:2]:
+        latents = scheduler.step(torch.randn(latents.shape, generator=noise), t, latents).prev_sample
     snapshot = DenoiseSnapshot(
-        step=25, total=50, position=25, scheduler="DPMSolverMultistepScheduler", latents=latents,
-        scheduler_state={"_step_index": 25, "lower_order_nums": 2, "model_outputs": [latents, latents * 2]},
-        generator_states=[torch.Generator().get_state()],
+        step=2, total=STEPS, position=2, scheduler="DPMSolverMultistepScheduler", latents=latents,
+        scheduler_state=scheduler_state(scheduler), generator_states=[torch.Generator().get_state()],
     )  # fmt: skip
     return len(encode(Checkpoint("job", "0" * 64, "sdxl", "0" * 64, 1, 1024, 1024, snapshot)))
 

@@ -157,3 +157,26 @@ def test_batched_jobs_resume_alone_within_batching_noise(own_registry: ModelRegi
         )
         a, b = _pixels(output)[0].astype(int), _pixels(resumed)[0].astype(int)
         assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "scheduler", ["DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "DEISMultistepScheduler"]
+)
+def test_multistep_checkpoints_leave_out_the_history_the_next_step_overwrites(
+    own_registry: ModelRegistry, use_scheduler: Any, make_spec: Any, scheduler: str
+) -> None:
+    """These solvers shift their history before reading it: the oldest model output is never
+    read again, so a checkpoint holds the latents and one model output (plus DPM-Solver++
+    singlestep's group sample), not the whole history (the resumed images stay bit-identical:
+    test_txt2img_resumed_from_any_step_is_bit_identical)."""
+    use_scheduler("tiny-xl", scheduler)
+    spec = make_spec(steps=5, seed=3, width=128, height=128)
+    _, checkpoints = _run_with_snapshots(own_registry, spec, "tiny-xl")
+    latents_bytes = checkpoints[3].snapshot.latents.numel() * 4
+    for step in (2, 3, 4):
+        state = checkpoints[step].snapshot.scheduler_state
+        history = [t for t in state["model_outputs"] if t is not None]
+        assert len(history) == 1, f"step {step}: {len(history)} model outputs stored"
+        tensors = 1 + len(history) + (1 if state.get("sample") is not None else 0)
+        size = len(encode(checkpoints[step]))
+        assert size < tensors * latents_bytes + 16 * 1024, f"step {step}: {size} bytes"

@@ -21,8 +21,13 @@ that belongs to another job, spec, model or scheduler. The worker then starts th
 step 0 and says why in a `warning` event: never a crash, never a wrong image.
 
 Size: the latents (4 x H/8 x W/8 per image: 256 KiB for SDXL 1024x1024 in float32, half in
-float16), a multistep solver's history (one to three more latents), 5 KiB per image of
-generator state and about 1 KiB of header.
+float16), what a multistep solver's next steps still read of its history (one more latent for
+DPM-Solver++ and DEIS, whose oldest entry is left out: `denoise_state`; three for UniPC), 5 KiB
+per image of generator state and about 1 KiB of header. Measured for SDXL 1024x1024, one
+image, float32: Euler 268 KB, DPM-Solver++ 2M 530 KB, UniPC 1.05 MB; float16 (a GPU) halves
+each. Tensors are stored raw: lossless compression (zlib, byte-shuffled) saves only 14-20% of
+float32 latents for 10-40 ms of CPU, and storing float32 latents as float16 would change the
+continued image.
 """
 
 from __future__ import annotations

@@ -56,6 +56,16 @@ RESUMABLE_SCHEDULERS = frozenset(
         "DDPMScheduler",
     }
 )
+# Solvers whose `step` shifts this history list (`model_outputs[i] = model_outputs[i + 1]`)
+# before it reads any of it: at a step boundary the oldest entry is never read again, so it
+# is not stored (None takes its place). A left-out entry that is read would fail the exactness
+# tests (None in the solver's arithmetic). UniPC is not here: its corrector reads the history
+# before the shift.
+_HISTORY_SHIFTED_BEFORE_READ = {
+    "DPMSolverMultistepScheduler": "model_outputs",
+    "DPMSolverSinglestepScheduler": "model_outputs",
+    "DEISMultistepScheduler": "model_outputs",
+}
 _NOT_STATE = {"_internal_dict"}
 _OWN_PREFIX = "_genjob_"
 StateValue = Any  # tensors, numpy arrays, lists/tuples of them, None and plain scalars
@@ -107,8 +117,9 @@ def scheduler_state(scheduler: Any, fresh: Any | None = None) -> dict[str, State
         raise NotResumableError(f"{name} is not one of the resumable schedulers")
     reference = vars(fresh if fresh is not None else _fresh(scheduler))
     missing = object()
+    shifted = _HISTORY_SHIFTED_BEFORE_READ.get(name)
     return {
-        key: _copy(value, "cpu")
+        key: _copy([None, *value[1:]] if key == shifted and isinstance(value, list) else value, "cpu")
         for key, value in vars(scheduler).items()
         if key not in _NOT_STATE
         and not key.startswith(_OWN_PREFIX)
