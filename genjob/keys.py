@@ -105,6 +105,40 @@ class RedisKeys:
         pruned when the tenant reaches its cap (api.max_queued_per_tenant)."""
         return f"{self.prefix}:tenant-active:{tenant}"
 
+    # -- ACL key patterns (genjob/redis_acl.py: each component's Redis user) ------------------
+
+    def queue_patterns(self) -> list[str]:
+        """Glob patterns of every key the queue's scripts and reads touch (gateway, operator,
+        worker). A new queue key must be added here, or no component may use it."""
+        a = "*"
+        return [
+            self.job(a),
+            self.pending(a),  # and its by-priority set and sequence
+            self.inflight(a),
+            self.queued_at(a),
+            self.delayed(a),
+            self.wake(a),
+            self.dead(a),
+            self.events,
+            self.final_events,
+            self.workers,
+            self.tier_workers(a),
+        ]
+
+    def gateway_patterns(self) -> list[str]:
+        """The keys only the gateway uses: rate limits, idempotency, the tenant indexes."""
+        a = "*"
+        return [
+            self.rate_limit(a, 0).removesuffix("0") + a,  # any key, any window
+            self.idempotency(a, a),
+            self.tenant_jobs(a),
+            self.tenant_active(a),
+        ]
+
+    def scaler_patterns(self) -> list[str]:
+        """What KEDA's triggers read: pending lists, by-priority sets, in-flight sets."""
+        return [self.pending("*"), self.inflight("*")]
+
     def tier_keys(self, tier: str) -> list[str]:
         """The per-tier keys, in the order the Lua scripts expect them."""
         return [

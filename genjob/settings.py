@@ -38,6 +38,12 @@ class RedisSettings(_Section):
         description="Redis URL (redis:// or rediss://). With `sentinels`, only its database, user, "
         "password and TLS scheme are used: the sentinels name the primary's address.",
     )
+    username: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Redis ACL user (AUTH username password), when the URL names none. Each "
+        "component has its own (genjob/redis_acl.py); none: the default user.",
+    )
     password: SecretStr | None = Field(None, description="Redis AUTH password; overrides one in the URL.")
     key_prefix: str = Field("genjob", pattern=r"^[A-Za-z0-9_.-]{1,40}$", description="Prefix of every key.")
     socket_timeout_seconds: float = Field(10.0, gt=0)
@@ -101,7 +107,9 @@ class QueueSettings(_Section):
     )
     retry_backoff_max_seconds: float = Field(300.0, ge=0)
     finished_retention_seconds: int = Field(
-        7 * 24 * 3600, ge=60, description="How long finished job records stay."
+        24 * 3600,
+        ge=60,
+        description="How long finished job records stay (sized from the per-job byte budget: docs/redis.md).",
     )
     events_max_length: int = Field(100_000, ge=1000, description="Approximate cap of the event stream.")
     dead_letter_max_length: int = Field(10_000, ge=10, description="Cap of each tier's dead-letter list.")
@@ -318,6 +326,8 @@ class GenjobSettings(BaseSettings):
     def redis_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `redis.Redis.from_url` (the password never appears in logs)."""
         kwargs: dict[str, Any] = {"socket_timeout": self.redis.socket_timeout_seconds}
+        if self.redis.username is not None:
+            kwargs["username"] = self.redis.username
         if self.redis.password is not None:
             kwargs["password"] = self.redis.password.get_secret_value()
         return kwargs

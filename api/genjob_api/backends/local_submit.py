@@ -102,7 +102,9 @@ class SubmitScript:
         keys += [
             self.keys.tier_workers(job.tier),
             self.keys.tenant_jobs(tenant),
-            rate.key if rate else "",  # "": unused
+            # Unused without a rate, but declared: Redis checks every declared key against the
+            # caller's ACL user, so the placeholder stays inside the gateway's key patterns.
+            rate.key if rate else self.keys.rate_limit("unused", 0),
             self.keys.tenant_active(tenant),
         ]
         args += [
