@@ -18,7 +18,7 @@ from genjob.cli import build_parser
 # sub-command -> the package whose cli.py must define it
 COMPONENTS = {"operator": "genjob_operator.cli", "api": "genjob_api.cli", "worker": "genjob_worker.cli"}
 # every ci/*-values.yaml
-VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster"]
+VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster", "redis-sentinel"]
 
 
 def genjob_containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -84,7 +84,8 @@ def test_probes_hit_the_ports_the_processes_listen_on(rendered, variant) -> None
             if probe in container:
                 assert container[probe]["httpGet"]["port"] == "http", (name, probe)
                 assert container[probe]["httpGet"]["path"] in ("/healthz", "/readyz"), (name, probe)
-    for svc in (d for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-redis")):
+    redis = ("-redis", "-redis-headless", "-redis-sentinel")  # Redis's own ports, not genjob processes
+    for svc in (d for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith(redis)):
         port = "grpc-push" if svc["metadata"]["name"].endswith("-operator-push") else "http"
         assert all(p["targetPort"] == port for p in svc["spec"]["ports"]), svc["metadata"]["name"]
 

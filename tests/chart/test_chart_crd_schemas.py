@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal"]
+VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "redis-sentinel"]
 
 
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:

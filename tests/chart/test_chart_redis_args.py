@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from genjob.keys import RedisKeys
 from genjob.localredis import free_port
+from genjob.redis_acl import acl_users
 
 PASSWORD = "chart-test-password"
 
@@ -29,6 +31,8 @@ def chart_redis_argv(rendered, data_dir: Path, port: int) -> list[str]:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     argv = [*container["command"], *container["args"]]
     replace = {"$(REDIS_PASSWORD)": PASSWORD, mounts["data"]: str(data_dir), "6379": str(port)}
+    for user in ("gateway", "operator", "worker", "keda"):  # the ACL users' passwords
+        replace[f">$(ACL_{user.upper()}_PASSWORD)"] = f">{user}-{PASSWORD}"
     return [replace.get(a, a) for a in argv]
 
 
@@ -79,6 +83,40 @@ def test_chart_redis_args_give_a_password_aof_and_no_eviction(rendered, tmp_path
     process, client = start(argv, port)
     try:
         assert client.lrange("genjob:pending:pro", 0, -1) == ["job-1"]
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def test_chart_redis_args_create_each_components_acl_user(rendered, tmp_path: Path) -> None:
+    """The users the chart creates are genjob/redis_acl.py's: KEDA reads lengths and cannot
+    write, the worker cannot touch the gateway's keys or flush the database."""
+    port = free_port()
+    process, admin = start(chart_redis_argv(rendered, tmp_path, port), port)
+    try:
+        keys = RedisKeys("genjob")
+        expected = acl_users(keys)
+        for name, user in expected.items():
+            rules = admin.acl_getuser(f"genjob-{name}")
+            granted = {c for c in rules["commands"] if c.startswith("+")}
+            assert granted and granted <= {f"+{c}" for c in user.commands}, name
+            assert set(rules["keys"]) == {r for r in user.rules() if "~" in r}, name
+        admin.rpush(keys.pending("pro"), "job-1")
+
+        def as_user(name: str) -> redis.Redis:
+            return redis.Redis(
+                port=port, username=f"genjob-{name}", password=f"{name}-{PASSWORD}", decode_responses=True
+            )
+
+        keda, worker = as_user("keda"), as_user("worker")
+        assert keda.llen(keys.pending("pro")) == 1
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            keda.rpush(keys.pending("pro"), "evil")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            worker.get(keys.idempotency("key", "idem"))
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            worker.flushall()
+        assert worker.lrange(keys.pending("pro"), 0, -1) == ["job-1"]
     finally:
         process.terminate()
         process.wait()

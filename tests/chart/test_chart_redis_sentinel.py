@@ -73,3 +73,66 @@ def test_the_bundled_redis_keeps_redis_triggers_and_a_memory_cap(rendered) -> No
 def test_sentinel_addresses_must_be_host_and_port(chartlib) -> None:
     error = chartlib.render_error(sets=[*SENTINEL_SETS[:2], "externalRedis.sentinels={sentinel-0}"])
     assert "sentinels" in error
+
+
+def test_the_bundled_sentinel_set_configures_genjob_and_keda(rendered) -> None:
+    """ci/redis-sentinel-values.yaml: three Redis servers and three sentinels; genjob's config and
+    KEDA's triggers name every sentinel, KEDA authenticates to them with the sentinels' password
+    and to Redis as its read-only user."""
+    docs = rendered["redis-sentinel"]
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    assert sets["genjob-redis"]["spec"]["replicas"] == 3
+    assert sets["genjob-redis"]["spec"]["serviceName"] == "genjob-redis-headless"
+    assert sets["genjob-redis-sentinel"]["spec"]["replicas"] == 3
+    config = yaml.safe_load(
+        next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config"))[
+            "data"
+        ]["config.yaml"]
+    )
+    sentinels = [
+        f"genjob-redis-sentinel-{i}.genjob-redis-sentinel.genjob.svc.cluster.local:26379" for i in range(3)
+    ]
+    assert config["redis"]["sentinels"] == sentinels and config["redis"]["wait_replicas"] == 1
+    found = triggers(docs)
+    assert found and {t["type"] for t in found} == {"redis-sentinel"}
+    assert {t["metadata"]["addresses"] for t in found} == {",".join(sentinels)}
+    (auth,) = [
+        d for d in docs if d["kind"] == "TriggerAuthentication" and d["metadata"]["name"] == "genjob-redis"
+    ]
+    refs = {r["parameter"]: r["key"] for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {
+        "username": "keda-username",
+        "password": "keda-password",
+        "sentinelPassword": "sentinel-password",
+    }
+    (secret,) = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "genjob-redis"]
+    assert set(secret["data"]) == {
+        "redis-password", "sentinel-password", "keda-username",
+        "gateway-password", "operator-password", "worker-password", "keda-password",
+    }  # fmt: skip
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        ref = env["GENJOB_REDIS__SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "genjob-redis", "key": "sentinel-password"}
+
+
+def test_replicas_without_sentinel_are_refused(chartlib) -> None:
+    assert "redis.sentinel.enabled" in chartlib.render_error(sets=["redis.replicas=3"])
+    assert "redis.replicas >= 2" in chartlib.render_error(sets=["redis.sentinel.enabled=true"])
+
+
+def test_an_external_sentinel_password_reaches_genjob_and_keda(chartlib) -> None:
+    docs = chartlib.objects(
+        chartlib.render(sets=[*SENTINEL_SETS, "externalRedis.existingSecretSentinelPasswordKey=sentinel"])
+    )
+    (auth,) = [
+        d for d in docs if d["kind"] == "TriggerAuthentication" and d["metadata"]["name"].endswith("-redis")
+    ]
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs["sentinelPassword"] == ("redis-auth", "sentinel")
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["GENJOB_REDIS__SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis-auth",
+            "key": "sentinel",
+        }

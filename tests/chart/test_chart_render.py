@@ -17,7 +17,7 @@ from genjob.keys import RedisKeys
 from genjob.settings import GenjobSettings
 from genjob.tiers import TierConfig, TierLimits, consumption_order
 
-VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster"]
+VARIANTS = ["default", "all-tiers", "no-keda", "external-redis", "minimal", "local-cluster", "redis-sentinel"]
 
 
 def workers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -235,12 +235,20 @@ def test_scaledobjects_scale_on_pending_plus_inflight_keys(rendered, variant) ->
         for trigger in triggers.values():
             assert trigger["type"] == "redis"
             auth = auths[trigger["authenticationRef"]["name"]]
-            (secret_ref,) = auth["spec"]["secretTargetRef"]
-            assert secret_ref["parameter"] == "password"
+            refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
             worker = next(w for w in workers(docs) if tier_of(w) == tier)
             env = {e["name"]: e for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
             pod_ref = env["GENJOB_REDIS__PASSWORD"]["valueFrom"]["secretKeyRef"]
-            assert {"name": secret_ref["name"], "key": secret_ref["key"]} == pod_ref
+            assert refs["password"]["name"] == pod_ref["name"]
+            if "GENJOB_REDIS__USERNAME" in env:  # ACL users: KEDA has its own read-only one
+                assert set(refs) == {"username", "password"}
+                assert (refs["username"]["key"], refs["password"]["key"]) == (
+                    "keda-username",
+                    "keda-password",
+                )
+                assert pod_ref["key"] == "worker-password"
+            else:
+                assert set(refs) == {"password"} and refs["password"]["key"] == pod_ref["key"]
 
 
 @pytest.mark.parametrize("variant", ["default", "all-tiers", "external-redis", "minimal"])

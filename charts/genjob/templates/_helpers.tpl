@@ -143,6 +143,61 @@ seccompProfile:
 {{- end }}
 {{- end }}
 
+{{/* "true" when the bundled Redis runs with replicas and Sentinel; empty otherwise. */}}
+{{- define "genjob.redis.sentinelBundled" -}}
+{{- if and .Values.redis.enabled .Values.redis.sentinel.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "genjob.redis.headlessServiceName" -}}
+{{- printf "%s-redis-headless" (include "genjob.fullname" .) }}
+{{- end }}
+
+{{- define "genjob.redis.sentinelName" -}}
+{{- printf "%s-redis-sentinel" (include "genjob.fullname" .) }}
+{{- end }}
+
+{{/* DNS name of the bundled Redis pod `ordinal` (through the headless Service). */}}
+{{- define "genjob.redis.podHost" -}}
+{{- printf "%s-redis-%v.%s.%s.svc.%s" (include "genjob.fullname" .ctx) .ordinal (include "genjob.redis.headlessServiceName" .ctx) .ctx.Release.Namespace .ctx.Values.clusterDomain }}
+{{- end }}
+
+{{/* Sentinel addresses (host:port) genjob and KEDA ask for the primary, as a JSON list: the
+bundled sentinels (one per pod, by its stable DNS name) or externalRedis.sentinels; [] without. */}}
+{{- define "genjob.redis.sentinels" -}}
+{{- if include "genjob.redis.sentinelBundled" . }}
+{{- $name := include "genjob.redis.sentinelName" . }}
+{{- $out := list }}
+{{- range $i := until (int .Values.redis.sentinel.replicas) }}
+{{- $out = append $out (printf "%s-%d.%s.%s.svc.%s:26379" $name $i $name $.Release.Namespace $.Values.clusterDomain) }}
+{{- end }}
+{{- toJson $out }}
+{{- else if not .Values.redis.enabled }}
+{{- toJson .Values.externalRedis.sentinels }}
+{{- else }}
+{{- toJson list }}
+{{- end }}
+{{- end }}
+
+{{- define "genjob.redis.sentinelMaster" -}}
+{{- ternary .Values.redis.sentinel.masterName .Values.externalRedis.sentinelMaster .Values.redis.enabled }}
+{{- end }}
+
+{{/* Key of the sentinels' password in the Redis Secret; empty when the sentinels have none. */}}
+{{- define "genjob.redis.sentinelPasswordKey" -}}
+{{- if include "genjob.redis.sentinelBundled" . }}sentinel-password
+{{- else if and (not .Values.redis.enabled) .Values.externalRedis.existingSecret }}{{ .Values.externalRedis.existingSecretSentinelPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/* The Redis ACL user of a component (gateway, operator, worker, keda); empty: the default
+user. Arguments: ctx, user. Its password is at key `<user>-password` of the Redis Secret. */}}
+{{- define "genjob.redis.aclUser" -}}
+{{- $v := .ctx.Values }}
+{{- if and $v.redis.enabled $v.redis.acl.enabled }}{{ printf "%s%s" $v.redis.acl.userPrefix .user }}
+{{- else if and (not $v.redis.enabled) $v.externalRedis.aclUsers }}{{ printf "%s%s" $v.externalRedis.aclUserPrefix .user }}
+{{- end }}
+{{- end }}
+
 {{/* ---------------------------------------------------------------- Tiers */}}
 
 {{/* The worker pool of one tier: worker.* merged with tiers.<name>.pool, as YAML (use fromYaml).
@@ -215,13 +270,14 @@ seccompProfile:
 {{- end }}
 {{- $api = mergeOverwrite $api (deepCopy .Values.api.extraConfig) }}
 {{- $redis := dict "url" (include "genjob.redis.url" .) "key_prefix" .Values.redis.keyPrefix }}
-{{- if not .Values.redis.enabled }}
-{{- with .Values.externalRedis.sentinels }}
+{{- with include "genjob.redis.sentinels" . | fromJsonArray }}
 {{- $_ := set $redis "sentinels" . }}
-{{- $_ := set $redis "sentinel_master" $.Values.externalRedis.sentinelMaster }}
+{{- $_ := set $redis "sentinel_master" (include "genjob.redis.sentinelMaster" $) }}
 {{- end }}
-{{- with .Values.externalRedis.waitReplicas }}{{ $_ := set $redis "wait_replicas" . }}{{ end }}
-{{- end }}
+{{- $wait := 0 }}
+{{- if include "genjob.redis.sentinelBundled" . }}{{ $wait = .Values.redis.sentinel.waitReplicas }}
+{{- else if not .Values.redis.enabled }}{{ $wait = .Values.externalRedis.waitReplicas }}{{ end }}
+{{- with $wait }}{{ $_ := set $redis "wait_replicas" . }}{{ end }}
 {{- $cfg := dict
   "redis" $redis
   "queue" .Values.config.queue
@@ -246,8 +302,12 @@ seccompProfile:
 {{- end }}
 {{- end }}
 
-{{/* Env every genjob container gets: the config file, its own pod identity, the Redis password. */}}
+{{/* Env every genjob container gets: the config file, its own pod identity, its Redis user
+and password, the sentinels' password. Arguments: ctx, user (its Redis ACL user: gateway,
+operator or worker). */}}
 {{- define "genjob.commonEnv" -}}
+{{- $ctx := .ctx }}
+{{- $user := include "genjob.redis.aclUser" . }}
 - name: GENJOB_CONFIG_FILE
   value: /etc/genjob/config.yaml
 - name: POD_NAME
@@ -256,12 +316,23 @@ seccompProfile:
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef: {fieldPath: metadata.namespace}
-{{- with include "genjob.redis.secretName" . }}
+{{- with $user }}
+- name: GENJOB_REDIS__USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "genjob.redis.secretName" $ctx }}
 - name: GENJOB_REDIS__PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ . }}
-      key: {{ include "genjob.redis.secretKey" $ }}
+      key: {{ ternary (printf "%s-password" $.user) (include "genjob.redis.secretKey" $ctx) (not (empty $user)) }}
+{{- with include "genjob.redis.sentinelPasswordKey" $ctx }}
+- name: GENJOB_REDIS__SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "genjob.redis.secretName" $ctx }}
+      key: {{ . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -316,6 +387,15 @@ seccompProfile:
 {{- end }}
 {{- if and (eq .Values.results.backend "s3") (not .Values.results.s3.bucket) }}
 {{- fail "results.s3.bucket is required when results.backend is s3" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.redis.sentinel.enabled (lt (int .Values.redis.replicas) 2) }}
+{{- fail "redis.sentinel.enabled needs redis.replicas >= 2 (a primary and at least one replica to promote)" }}
+{{- end }}
+{{- if and .Values.redis.enabled (not .Values.redis.sentinel.enabled) (gt (int .Values.redis.replicas) 1) }}
+{{- fail "redis.replicas > 1 needs redis.sentinel.enabled (replicas are only useful with Sentinel to promote them)" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.redis.sentinel.enabled (gt (int .Values.redis.sentinel.quorum) (int .Values.redis.sentinel.replicas)) }}
+{{- fail "redis.sentinel.quorum exceeds redis.sentinel.replicas: no failover could ever be agreed" }}
 {{- end }}
 {{- if and (not .Values.redis.enabled) .Values.externalRedis.url (regexMatch "^rediss?://[^/]*@" .Values.externalRedis.url) }}
 {{- fail "externalRedis.url must not contain credentials: put the password in externalRedis.existingSecret" }}

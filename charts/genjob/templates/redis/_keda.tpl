@@ -1,18 +1,18 @@
 {{/*
 One KEDA trigger reading the length of a genjob key (a pending LIST or an in-flight ZSET):
-`redis` against the bundled or external Redis, or `redis-sentinel` when the chart points at
-an external Sentinel set (externalRedis.sentinels), so KEDA follows the primary through a
-failover as genjob's own clients do. Arguments: ctx (the root context), name, key, listLength.
+`redis` against a single Redis, or `redis-sentinel` when there are sentinels (the bundled
+ones with redis.sentinel.enabled, or externalRedis.sentinels), so KEDA follows the primary
+through a failover as genjob's own clients do. Arguments: ctx (the root context), name, key, listLength.
 */}}
 {{- define "genjob.redis.kedaTrigger" -}}
 {{- $ := .ctx }}
-{{- $sentinels := ternary (list) $.Values.externalRedis.sentinels $.Values.redis.enabled }}
+{{- $sentinels := include "genjob.redis.sentinels" $ | fromJsonArray }}
 - type: {{ ternary "redis-sentinel" "redis" (not (empty $sentinels)) }}
   name: {{ .name }}
   metadata:
     {{- if $sentinels }}
     addresses: {{ join "," $sentinels | quote }}
-    sentinelMaster: {{ $.Values.externalRedis.sentinelMaster | quote }}
+    sentinelMaster: {{ include "genjob.redis.sentinelMaster" $ | quote }}
     {{- else }}
     address: {{ include "genjob.redis.address" $ | quote }}
     {{- end }}
