@@ -20,7 +20,7 @@ PUBLIC = "93.184.216.34"
 COMPONENTS = ("operator", "api", "worker")
 # The recommended production setting: the API server's endpoints named (docs/security.md).
 API_SERVER = "networkPolicy.egress.apiServerCIDRs={10.0.0.1/32}"
-VARIANTS = ("default", "all-tiers", "external-redis", "local-cluster", "minimal", "no-keda")
+VARIANTS = ("default", "all-tiers", "external-redis", "local-cluster", "minimal", "no-keda", "redis-sentinel")
 
 
 def egress_policies(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -208,3 +208,17 @@ def test_every_pod_is_under_default_deny_ingress_and_its_components_egress(
         component = labels["app.kubernetes.io/component"]
         if component in COMPONENTS:
             assert _selects(egress[component]["spec"]["podSelector"], labels), workload["metadata"]["name"]
+
+
+def test_with_the_bundled_sentinels_every_component_reaches_them(rendered) -> None:
+    """The components ask the sentinels for the primary (port 26379) and use Redis (6379)."""
+    for component, policy in egress_policies(rendered["redis-sentinel"]).items():
+        reached = {
+            (
+                rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+                rule["ports"][0]["port"],
+            )
+            for rule in policy["spec"]["egress"]
+            if rule.get("to") and "podSelector" in rule["to"][0] and "namespaceSelector" not in rule["to"][0]
+        }
+        assert {("redis", 6379), ("redis-sentinel", 26379)} <= reached, component

@@ -12,7 +12,7 @@ Each renders a list of NetworkPolicyEgressRules; the caller indents it under `eg
     - {port: 53, protocol: TCP}
 {{- end }}
 
-{{/* Redis: the bundled pod, or the external server and its sentinels. */}}
+{{/* Redis: the bundled pods (and sentinels), or the external server and its sentinels. */}}
 {{- define "genjob.egress.redis" -}}
 {{- if .Values.redis.enabled }}
 - to:
@@ -21,6 +21,14 @@ Each renders a list of NetworkPolicyEgressRules; the caller indents it under `eg
           {{- include "genjob.selectorLabels" (dict "ctx" . "component" "redis") | nindent 10 }}
   ports:
     - {port: 6379, protocol: TCP}
+{{- if include "genjob.redis.sentinelBundled" . }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "genjob.selectorLabels" (dict "ctx" . "component" "redis-sentinel") | nindent 10 }}
+  ports:
+    - {port: 26379, protocol: TCP}
+{{- end }}
 {{- else }}
 - {{- with .Values.networkPolicy.egress.externalRedisTo }}
   to:
