@@ -123,6 +123,7 @@ class RedisKeys:
             self.final_events,
             self.workers,
             self.tier_workers(a),
+            self.orphaned_checkpoints,
         ]
 
     def gateway_patterns(self) -> list[str]:

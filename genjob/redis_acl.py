@@ -41,12 +41,12 @@ SCRIPTING = ("evalsha", "eval", "script|load", "script|exists", "multi", "exec",
 # Every command the queue's Lua scripts call (genjob/queue/lua/*.lua).
 QUEUE_SCRIPTS = (
     "del", "exists", "expire", "hdel", "hget", "hincrby", "hincrbyfloat", "hmget", "hset", "incr",
-    "lindex", "llen", "lpop", "lpos", "lpush", "lrem", "ltrim", "persist", "rpush", "time", "xadd",
-    "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrank", "zrem",
+    "lindex", "llen", "lpop", "lpos", "lpush", "lrem", "ltrim", "persist", "rpush", "sadd", "time",
+    "xadd", "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrank", "zrem",
 )  # fmt: skip
-# What JobQueue reads directly (get, get_many, stats, unfinished_ids, dead_letters) and the
-# idle worker's wait on its wake lists.
-QUEUE_READS = ("hgetall", "llen", "lrange", "zcard", "zrange", "time", "blpop")
+# What JobQueue calls directly (get, get_many, stats, unfinished_ids, dead_letters, the
+# orphaned-checkpoint set), and the idle worker's wait on its wake lists.
+QUEUE_READS = ("hgetall", "llen", "lrange", "zcard", "zrange", "time", "blpop", "srandmember", "srem")
 # genjob.queue.events.EventReader: the operator's status sync, the gateway's webhooks.
 EVENT_GROUPS = ("xgroup|create", "xreadgroup", "xack", "xautoclaim", "xclaim", "xrange")
 # The gateway's own: idempotency records, the tenant job index, its scripts (submit.lua,
