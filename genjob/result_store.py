@@ -24,6 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,6 +80,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _accepted(locate: Callable[[str], object], uri: str) -> bool:
+    """Whether a store's bounds check (`locate`) accepts the URI."""
+    try:
+        locate(uri)
+    except ResultNotFoundError:
+        return False
+    return True
+
+
 class FilesystemResultStore:
     """Files under `root` (created on first write)."""
 
@@ -111,11 +121,7 @@ class FilesystemResultStore:
         return path
 
     def owns(self, uri: str) -> bool:
-        try:
-            self._path(uri)
-        except ResultNotFoundError:
-            return False
-        return True
+        return _accepted(self._path, uri)
 
     def open(self, uri: str) -> bytes:
         path = self._path(uri)
@@ -159,11 +165,7 @@ class S3ResultStore:
         return key
 
     def owns(self, uri: str) -> bool:
-        try:
-            self._key(uri)
-        except ResultNotFoundError:
-            return False
-        return True
+        return _accepted(self._key, uri)
 
     def open(self, uri: str) -> bytes:
         key = self._key(uri)
