@@ -106,10 +106,12 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def worker(self, name: str = "w1"):
+    def worker(self, name: str = "w1", **settings: Any):
+        """A worker process; `settings` are `worker` settings fields (e.g. drain_grace_seconds)."""
         from tests.support.worker_harness import WorkerProcess
 
         env = {**self.env, "GENJOB_WORKER__HTTP_PORT": str(free_port()), "GENJOB_WORKER__NAME": name}
+        env.update({f"GENJOB_WORKER__{field.upper()}": str(value) for field, value in settings.items()})
         proc = WorkerProcess(env, self.tmp / f"{name}.log", ["--tiers", "free", "--device", "cpu"]).start()
         self.procs.append(proc)
         proc.wait_ready()
@@ -394,6 +396,38 @@ def test_worker_sigkill_requeued_then_succeeds(stack):
     status = stack.wait_phase("crash", "Succeeded", timeout=90)
     assert status["attempts"] == 2 and status["worker"] == "w2"
     assert "Requeued" in stack.event_reasons("crash")
+
+
+def test_preempted_job_resumes_on_another_worker_with_the_image_of_an_uninterrupted_run(stack):
+    """SIGTERM of a worker whose job cannot finish in its drain grace (a pod deletion, a Spot
+    notice): it checkpoints the job and requeues it (Queued, Preempted, the attempt not
+    counted); another worker resumes it from that step (status resumedFromStep and stepsSaved,
+    a Resumed Event), and the image equals the one an uninterrupted job of the same spec makes."""
+    import signal
+
+    from tests.support.worker_harness import wait_for_job
+
+    stack.operator()
+    spec = {"seed": 17, "prompt": "a lighthouse in fog", **MEDIUM}
+    uid = stack.create("spot", **spec)
+    w1 = stack.worker("w1", drain_grace_seconds=0.2)
+    wait_for_job(stack.queue, uid, {JobState.RUNNING}, timeout=90, min_progress=5)
+    w1.signal(signal.SIGTERM)
+    assert w1.wait(60) == 0
+    requeued = stack.queue.get(uid)
+    assert requeued is not None and requeued.state == JobState.QUEUED and requeued.reason == "Preempted"
+    assert requeued.checkpoint and requeued.checkpoint_step is not None and requeued.checkpoint_step >= 5
+    assert stack.wait_phase("spot", "Queued", timeout=30)["reason"] == "Preempted"
+
+    stack.worker("w2")
+    status = stack.wait_phase("spot", "Succeeded", timeout=180)
+    assert status["worker"] == "w2" and status["attempts"] == 1
+    assert status["resumedFromStep"] == requeued.checkpoint_step == status["stepsSaved"]
+    wait_for("a Resumed Event", lambda: "Resumed" in stack.event_reasons("spot"), 30)
+    stack.create("reference", **spec)
+    reference = stack.wait_phase("reference", "Succeeded", timeout=180)
+    assert reference.get("resumedFromStep", 0) == 0
+    assert status["result"]["images"][0]["sha256"] == reference["result"]["images"][0]["sha256"]
 
 
 def test_attempts_exhausted_fail_and_dead_letter(stack):
