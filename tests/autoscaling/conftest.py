@@ -67,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Scenario a needs a cluster with no GPU node yet (a leftover empty node would take its pod):
 # the scenarios run in this order, on one release.
-SCENARIO_ORDER = ("harness_units", "scale_from_zero", "burst", "disruption", "demo")
+SCENARIO_ORDER = ("harness_units", "scale_from_zero", "burst", "disruption", "coldstart", "demo")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
