@@ -112,13 +112,14 @@ class Calibration(BaseModel):
     hpa_scale_up_percent_per_period: float
     hpa_default_scale_down_stabilization_seconds: float
     kubernetes_pod_create_seconds: float
-    kubernetes_container_start_seconds: float
     karpenter_batch_idle_seconds: float
     karpenter_batch_max_seconds: float
     karpenter_disruption_poll_seconds: float
     aws_spot_notice_seconds: float
     aws_min_billed_seconds: float
     node_launch_to_ready_seconds: float
+    worker_start_seconds: float  # bound pod -> worker claiming, without the model load (median)
+    worker_start_log_sigma: float  # its spread: sigma of ln(start / median), 0 = always the median
     image_pull_seconds: float
     sources: dict[str, str] = Field(default_factory=dict, description="Where each figure comes from.")
 

@@ -155,6 +155,7 @@ class Simulation:
         self.rng_spot = np.random.default_rng([scenario.seed, 1])
         self.rng_phase = np.random.default_rng([scenario.seed, 2])
         self.rng_service = np.random.default_rng([scenario.seed, 3])
+        self.rng_start = np.random.default_rng([scenario.seed, 4])
         self.pools = {
             name: self._pool_state(name, values) for name, values in scenario.pools.items() if values.enabled
         }
@@ -572,7 +573,12 @@ class Simulation:
         load = self.sc.model_load_seconds
         if load is None:
             load = self.catalog.models[pool.model].load_seconds.value
-        seconds = self.cal.kubernetes_container_start_seconds + load
+        # Lognormal around the median worker start: a process start's spread (imports, a busy host).
+        spread = self.cal.worker_start_log_sigma
+        start = self.cal.worker_start_seconds
+        if spread > 0:
+            start *= float(np.exp(self.rng_start.normal(0.0, spread)))
+        seconds = start + load
         if not node.image_cached:
             seconds += self.cal.image_pull_seconds
             node.image_cached = True

@@ -72,3 +72,20 @@ def test_a_bad_measurement_file_is_refused(tmp_path: Path, content: str, message
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
         load_measurement(path)
+
+
+MEASURED = sorted((BUNDLED.parent / "measured").glob("coldstart-*.json"))
+
+
+def test_the_bench_measurements_of_every_configuration_ship() -> None:
+    """bench/coldstart.py --measurements: 3 activation settings x node present / to provision."""
+    assert len(MEASURED) == 6, MEASURED
+
+
+@pytest.mark.parametrize("path", MEASURED, ids=lambda p: p.stem)
+def test_the_simulator_matches_the_test_clusters_cold_starts_within_20_percent(path: Path) -> None:
+    """Validation (c): the simulator, with the calibration the test cluster measured, against the
+    cold starts bench/coldstart.py measured there (each file's `source` says when and how)."""
+    measurement, scenario = load_measurement(path)
+    result = compare(measurement, scenario)
+    assert result.passed, result.model_dump()

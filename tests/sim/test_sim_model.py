@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from genjob.sim.inputs import load_calibration, load_catalog
 from genjob.sim.model import RunData
 from genjob.sim.results import summarize, waits
@@ -37,10 +39,10 @@ def test_push_activation_cold_start_is_the_sum_of_its_phases(scenario: Build, ru
         + cal.karpenter_batch_idle_seconds
         + cal.node_launch_to_ready_seconds
         + cal.image_pull_seconds
-        + cal.kubernetes_container_start_seconds
+        + cal.worker_start_seconds
         + catalog.models["sd15"].load_seconds.value
     )
-    assert waits(run(sc)) == [expected]
+    assert waits(run(sc)) == [pytest.approx(expected)]
 
 
 def test_polling_adds_up_to_one_interval_and_the_poll_to_scale_delay(scenario: Build, run: Run) -> None:
