@@ -7,6 +7,10 @@ waiting for its next poll (KEDA ignores `false` on the stream: scale-in stays wi
 triggers and cooldownPeriod). The replica count always comes from the redis triggers: the chart's
 `scalingModifiers.formula` does not use this trigger's metric.
 
+A new stream starts with the tier's current state; if that is "active" it is sent again about a
+second later: KEDA (v2.21) did not scale a pool at zero on the first message of a stream it
+(re)opened after an operator restart, only on a later one (seen on the test cluster).
+
 Leadership (`lead(activity)` / `stand_by()`): only the replica that holds the Lease knows which
 tiers just got work. A standby answers `IsActive` false and ends a `StreamIsActive` stream at once,
 without an error; so does a leader stepping down. KEDA retries an ended stream after 2 s (its
@@ -106,12 +110,16 @@ class PushScalerService(pb_grpc.ExternalScalerServicer):
             return  # a standby: end the stream cleanly so KEDA retries (on the next address) in 2 s
         log.info("KEDA stream opened", tier=tier, scaled_object=f"{request.namespace}/{request.name}")
         seen: bool | None = None
+        repeat = False
         while context.is_active() and not self._stopping.is_set():
             state = activity.wait_change(tier, seen, WAIT_SLICE_SECONDS)
             if state is None:
                 log.info("push stream ended: no longer the leader", tier=tier)
                 return
-            if state != seen:
+            if state != seen or repeat:
+                # KEDA (v2.21) does not scale on the state a new stream starts with: a tier that
+                # got work while KEDA was (re)connecting is told "active" again a moment later.
+                repeat = seen is None and state
                 seen = state
                 yield pb.IsActiveResponse(result=state)
 

@@ -278,3 +278,22 @@ def test_clients_without_kedas_certificate_are_refused(settings, servers, pki, t
         with pytest.raises(grpc.RpcError) as err:
             pb_grpc.ExternalScalerStub(ch).IsActive(ref("free"), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_stream_opened_on_a_tier_with_work_says_active_twice(settings, servers, pki) -> None:
+    """KEDA (v2.21, on the test cluster) does not scale on the state a new stream starts with: a
+    job queued while KEDA was (re)connecting after an operator restart waited for its next poll
+    (test_autoscaling_coldstart). The leader repeats "active" once, a moment later."""
+    leader = servers[0]
+    activity = TierActivity(settings.tiers)
+    activity.note_work("free")
+    leader.lead(activity)
+    stub = pb_grpc.ExternalScalerStub(channel(pki, leader))
+    stream = stub.StreamIsActive(ref("free"), timeout=10)
+    assert next(stream).result is True
+    assert next(stream).result is True  # the repeat KEDA acts on
+    stream.cancel()
+    idle = stub.StreamIsActive(ref("pro"), timeout=3)
+    assert next(idle).result is False
+    with pytest.raises(grpc.RpcError):  # an idle tier's state is said once
+        next(idle)
