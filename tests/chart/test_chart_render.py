@@ -277,7 +277,8 @@ def test_push_trigger_reaches_the_operators_grpc_port_with_kedas_client_certific
         auth = auths[push["authenticationRef"]["name"]]
         # Before the ScaledObjects (helm applies unknown kinds alphabetically): KEDA builds a push
         # scaler whose TriggerAuthentication is missing without TLS and never rebuilds it.
-        assert set(auth["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+        hooks = set(auth["metadata"]["annotations"]["helm.sh/hook"].split(","))
+        assert hooks == {"pre-install", "pre-upgrade"}
         refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
         assert {p: r["key"] for p, r in refs.items()} == {
             "caCert": "ca.crt",
