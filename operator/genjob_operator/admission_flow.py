@@ -197,7 +197,7 @@ class Admitter:
     def admit(self, view: JobView, spec: GenerationJobSpec) -> None:
         """Finalizer first (so a deletion is always seen), then the idempotent enqueue."""
         updated = self.kube.add_finalizer(view)
-        self.cache.observe(updated)
+        self.cache.written(updated)
         self._enqueue(updated, spec)
 
     def resume(self, view: JobView) -> None:
@@ -238,7 +238,7 @@ class Admitter:
     def reject(self, view: JobView, checked: Checked) -> None:
         assert checked.reason is not None and checked.message is not None
         updated = self.kube.patch_status(view, failed_status(checked.reason, checked.message, now_rfc3339()))
-        self.cache.observe(updated)
+        self.cache.written(updated)
         self.events.post(
             view.namespace, view.name, view.uid, str(checked.reason), checked.message, warning=True
         )
@@ -253,7 +253,7 @@ class Admitter:
         )
         updated = self.kube.patch_status(view, pending_status(Reason.QUEUE_FULL, message))
         self._queue_full.add(view.uid)
-        self.cache.observe(updated)
+        self.cache.written(updated)
         self.events.post(view.namespace, view.name, view.uid, str(Reason.QUEUE_FULL), message, warning=True)
 
     def mark_waiting(self, view: JobView, plan: Any) -> None:
@@ -262,7 +262,7 @@ class Admitter:
         message = quota_message(tenant, tier, plan.active.get((tenant, tier), 0), cap)
         updated = self.kube.patch_status(view, pending_status(Reason.QUOTA_EXCEEDED, message))
         self._marked_waiting.add(view.uid)
-        self.cache.observe(updated)
+        self.cache.written(updated)
         self.events.post(view.namespace, view.name, view.uid, str(Reason.QUOTA_EXCEEDED), message)
 
     def finalize(self, view: JobView) -> None:
@@ -271,6 +271,6 @@ class Admitter:
         log.info("finalizing deleted job", job=f"{view.namespace}/{view.name}", outcome=str(outcome))
         updated = self.kube.remove_finalizer(view)
         if updated is not None:
-            self.cache.observe(updated)
+            self.cache.written(updated)
         self._ensured.discard(view.uid)
         self._marked_waiting.discard(view.uid)

@@ -18,7 +18,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from genjob.crd import GROUP, KIND, PLURAL, VERSION
-from genjob_operator.cache import FINALIZER, JobView
+from genjob_operator.cache import JobView
+from genjob_operator.finalizers import FINALIZER, add_finalizer_ops, remove_finalizer_ops
 from genjob_operator.metrics import OperatorMetrics
 from genjob_operator.quota import tenant_of
 
@@ -33,26 +34,6 @@ class ObjectGone(Exception):
 def now_rfc3339(ts: float | None = None) -> str:
     moment = dt.datetime.fromtimestamp(time.time() if ts is None else ts, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def add_finalizer_ops(view: JobView) -> list[dict[str, Any]]:
-    """JSON patch adding our finalizer, guarded by the object's uid."""
-    guard = {"op": "test", "path": "/metadata/uid", "value": view.uid}
-    if view.finalizers:
-        return [guard, {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]
-    return [guard, {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
-
-
-def remove_finalizer_ops(view: JobView) -> list[dict[str, Any]] | None:
-    """JSON patch removing our finalizer at its index (the test fails if the list moved)."""
-    if FINALIZER not in view.finalizers:
-        return None
-    i = view.finalizers.index(FINALIZER)
-    return [
-        {"op": "test", "path": "/metadata/uid", "value": view.uid},
-        {"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
-        {"op": "remove", "path": f"/metadata/finalizers/{i}"},
-    ]
 
 
 def event_body(

@@ -6,6 +6,11 @@ is judged the way client-go does it: by when *this* process last saw the record 
 within the lease duration stops acting (the process exits and is restarted), so two
 leaders never act for longer than one renewal period. Writes: one Lease update per
 `renew_seconds` (cluster-wide, not per job).
+
+Why not kopf's peering: it needs its own KopfPeering CRD and objects, and it pauses
+lower-priority peers when it sees others rather than electing one leader with a bounded
+overlap; a coordination.k8s.io Lease is what Kubernetes' own controllers use and needs no CRD
+(kopf runs with `peering.standalone`, see handlers.py).
 """
 
 from __future__ import annotations

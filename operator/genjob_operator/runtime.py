@@ -77,8 +77,9 @@ class OperatorRuntime:
 
     def seed(self) -> None:
         """The full LIST the level-based loops start from (kopf's watch keeps it fresh)."""
+        listed_from = self.cache.begin_list()
         views = self.kube.list_jobs(self.namespaces)
-        self.cache.replace_all(views)
+        self.cache.replace_all(views, listed_from)
         log.info("job cache seeded", jobs=len(views))
 
     def start(self) -> None:
@@ -111,7 +112,12 @@ class OperatorRuntime:
             self.admitter.wake()
             return
         old = self.cache.get(view.uid)
-        self.cache.observe(view)
+        if not self.cache.observe(view):
+            # Held back behind our own write: look again once the cache has let it through.
+            timer = threading.Timer(self.cache.catch_up_seconds + 0.1, self.admitter.wake)
+            timer.daemon = True
+            timer.start()
+            return
         if (
             view.deleting
             or view.waiting_for_admission

@@ -188,7 +188,7 @@ class StatusSync:
                 log.error("status patch rejected", job=update.job_id, error=str(exc.body)[:500])
                 return 0
             raise
-        self.cache.observe(updated)
+        self.cache.written(updated)
         self.sampler.wrote(update.job_id, now)
         if update.final:
             self.sampler.forget(update.job_id)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from genjob_operator.cache import FINALIZER, JobCache, JobView
+from genjob_operator.cache import JobCache, JobView
+from genjob_operator.finalizers import FINALIZER
 from genjob_operator.kube import ObjectGone
 from genjob_operator.metrics import OperatorMetrics
 

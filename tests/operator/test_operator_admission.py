@@ -7,7 +7,8 @@ from genjob.connect import job_queue, redis_client
 from genjob.jobspec import Reason
 from genjob.queue import EventReader, JobState, read_history
 from genjob_operator.admission_flow import Admitter, check_job
-from genjob_operator.cache import FINALIZER, JobView
+from genjob_operator.cache import JobView
+from genjob_operator.finalizers import FINALIZER
 from genjob_operator.kube import TenantResolver
 from genjob_operator.status_sync import CONSUMER, StatusSync
 
@@ -75,7 +76,7 @@ def test_quota_waits_then_admits_oldest_first(settings, redis_client, kube, cach
         assert kube.objects[v.uid].status["reason"] == "QuotaExceeded"
         assert queue.get(v.uid) is None
     assert len(kube.writes_of("status")) == 2
-    cache.observe(kube.patch_status(kube.objects[first.uid], {"phase": "Succeeded"}))
+    cache.written(kube.patch_status(kube.objects[first.uid], {"phase": "Succeeded"}))  # status sync
     admitter.pass_once()
     assert queue.get(second.uid) is not None and queue.get(third.uid) is None
 
@@ -114,6 +115,7 @@ def test_delete_removes_queued_job_and_flags_running_one(settings, redis_client,
     (claimed,) = queue.claim(["free"], "w")
     running, waiting = (a, b) if claimed.id == a.uid else (b, a)
     for v in (a, b):
+        cache.observe(kube.objects[v.uid])  # the watch delivers the operator's own writes first
         cache.observe(kube._bump(kube.objects[v.uid], deleting=True))
     admitter.pass_once()
     assert FINALIZER not in kube.objects[a.uid].finalizers

@@ -67,18 +67,53 @@ def test_orphans_are_unfinished_jobs_whose_cr_is_gone():
     assert find_orphans(recs, set(), ["b"], 100_000, 60_000) == []
 
 
-def test_cache_keeps_newest_version_and_ignores_deleted():
+def _version(view: JobView, rv: str, **status: str) -> JobView:
+    return JobView(**{**view.__dict__, "resource_version": rv, "status": status})
+
+
+def test_cache_treats_resource_versions_as_opaque_and_never_goes_back():
+    """resourceVersions are compared for equality only (these are not numbers, and a numeric
+    comparison would order them wrongly): a LIST older than what the watch delivered since it
+    began, and watch events older than the operator's own write, do not replace newer views."""
     c = JobCache()
-    body = job_body("a")
-    old = JobView.from_body(body)
-    body["metadata"]["resourceVersion"] = str(int(old.resource_version) + 1)
-    new = JobView.from_body(body)
-    c.observe(new)
-    c.replace_all([old])
-    assert c.get(new.uid).resource_version == new.resource_version
-    c.forget(new.uid)
-    c.observe(new)
-    assert c.get(new.uid) is None
+    base = JobView.from_body(job_body("a"))
+    listed, watched = _version(base, "b9", phase="Queued"), _version(base, "a10", phase="Running")
+    listed_from = c.begin_list()
+    c.observe(watched)  # the watch delivers a newer version while the LIST runs
+    c.replace_all([listed], listed_from)
+    assert c.get(base.uid).resource_version == "a10"
+
+    ours = _version(base, "z1", phase="Succeeded")
+    c.written(ours)  # our status write; the watch still has an older event queued
+    c.observe(_version(base, "zz0", phase="Running"))
+    assert c.get(base.uid).status["phase"] == "Succeeded"
+    c.observe(ours)  # the watch caught up with our write
+    c.observe(_version(base, "0", phase="Succeeded", reason="Completed"))  # a later change
+    assert c.get(base.uid).resource_version == "0"
+
+
+def test_cache_applies_the_newest_held_event_when_the_watch_skips_our_write():
+    """kopf hands over only the latest of a burst of events, so our write's own version may
+    never come: the newest event delivered since is applied once the catch-up time passed."""
+    c = JobCache(catch_up_seconds=0.2)
+    base = JobView.from_body(job_body("a"))
+    c.written(_version(base, "w", phase="Running"))
+    assert not c.observe(_version(base, "x", phase="Running"))
+    assert not c.observe(_version(base, "y", phase="Succeeded"))
+    assert c.get(base.uid).resource_version == "w"  # held back: might be older than ours
+    time.sleep(0.3)
+    assert c.get(base.uid).resource_version == "y"
+    assert c.observe(_version(base, "z", phase="Succeeded"))
+
+
+def test_cache_ignores_deleted_jobs():
+    c = JobCache()
+    view = JobView.from_body(job_body("a"))
+    c.observe(view)
+    c.forget(view.uid)
+    c.observe(view)
+    c.written(view)
+    assert c.get(view.uid) is None
 
 
 class FakeLeases:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from genjob_operator.cache import FINALIZER, JobView
+from genjob_operator.cache import JobView
+from genjob_operator.finalizers import FINALIZER
 from genjob_operator.quota import active_counts, quota_decision, tenant_of
 
 from .conftest import job_body

@@ -7,7 +7,8 @@ import pytest
 
 from genjob.connect import job_queue, redis_client, redis_keys
 from genjob.queue import EventReader, NewJob, WorkerStart
-from genjob_operator.cache import FINALIZER, JobView
+from genjob_operator.cache import JobView
+from genjob_operator.finalizers import FINALIZER
 from genjob_operator.status_sync import CONSUMER, ProgressSampler, StatusSync
 
 from .conftest import FakeKube, SyncEvents, job_body
