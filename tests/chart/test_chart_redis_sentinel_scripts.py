@@ -35,7 +35,7 @@ def _by_name(docs: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, An
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix))
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
