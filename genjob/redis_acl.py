@@ -16,7 +16,8 @@ Key patterns come from `RedisKeys.*_patterns` (genjob/keys.py owns the names); c
 Lua scripts call (Redis checks every command a script runs against its caller's ACL) plus
 what each component sends itself. `tests/core/test_core_redis_acl.py` proves on a real
 redis-server that each component works with its user and cannot do what this forbids
-(`tests/api/test_api_redis_acl.py` for the gateway's own scripts and records).
+(`tests/api/test_api_redis_acl.py` for the gateway's own scripts and records), and every
+gateway test (tests/api) runs the gateway and its worker as their own users.
 
 The Helm chart creates these users on its bundled Redis from `charts/genjob/files/redis-acl.yaml`,
 which is this module's output (`python -m genjob.redis_acl --chart`, checked by a test); for an

@@ -1,5 +1,7 @@
 """Fixtures of the gateway tests: a real gateway (`genjob api` under uvicorn, in a subprocess)
-and a real worker (`genjob worker` on the tiny model) against the session's redis-server.
+and a real worker (`genjob worker` on the tiny model) against the session's redis-server,
+each with its own Redis ACL user (genjob/redis_acl.py), so every gateway test also proves
+that the gateway and the worker need no more than their users allow.
 
 The worker serves pro, starter and free only: jobs of enterprise keys stay queued, which
 the cancel, listing and dead-letter tests rely on. Every key and its tenant:
@@ -32,6 +34,7 @@ import redis
 from genjob.keys import RedisKeys
 from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobQueue
+from genjob.redis_acl import setuser_commands
 from genjob.settings import GenjobSettings
 from genjob_api.auth import hash_key
 from tests.support.processes import GenjobProcess, stop_all
@@ -125,15 +128,26 @@ def gateway_env(gateway_redis: RedisServer, tmp_path_factory: pytest.TempPathFac
     return env
 
 
+def acl_user(server: RedisServer, env: dict[str, str], component: str) -> dict[str, str]:
+    """`env` with the component's own Redis ACL user, created on `server` (admin: default user)."""
+    (rules,) = [c for c in setuser_commands(RedisKeys(PREFIX)) if c[2] == f"genjob-{component}"]
+    password = f"pw-{component}-0123456789"
+    server.client().execute_command(*rules, "on", "resetpass", f">{password}")
+    return dict(env, GENJOB_REDIS__USERNAME=rules[2], GENJOB_REDIS__PASSWORD=password)
+
+
 @pytest.fixture(scope="session")
 def gateway(gateway_env: dict[str, str], gateway_redis: RedisServer) -> Iterator[Gateway]:
     root = Path(gateway_env["GENJOB_ROOT"])
     port = free_port()
     logs = root / "logs"
     logs.mkdir()
-    api = GenjobProcess(["api", "--host", "127.0.0.1", "--port", str(port)], gateway_env, logs / "api.log")
+    api_env = acl_user(gateway_redis, gateway_env, "gateway")
+    api = GenjobProcess(["api", "--host", "127.0.0.1", "--port", str(port)], api_env, logs / "api.log")
     worker_env = dict(
-        gateway_env, GENJOB_WORKER__HTTP_PORT=str(free_port()), GENJOB_WORKER__NAME="api-test-w1"
+        acl_user(gateway_redis, gateway_env, "worker"),
+        GENJOB_WORKER__HTTP_PORT=str(free_port()),
+        GENJOB_WORKER__NAME="api-test-w1",
     )
     worker = GenjobProcess(
         ["worker", "--tiers", "pro,starter,free", "--device", "cpu"], worker_env, logs / "worker.log"
