@@ -8,10 +8,7 @@ import hashlib
 import http.server
 import json
 import queue
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ from genjob.keys import RedisKeys
 from genjob.localredis import RedisServer, free_port
 from genjob.queue import JobQueue, NewJob
 from genjob.settings import GenjobSettings
+from tests.support.processes import GenjobProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -73,29 +71,13 @@ def cluster_gateway(
     )
     env.pop("GENJOB_CONFIG_FILE", None)
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    log = (root / "api.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "genjob.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    api = GenjobProcess(["api", "--host", "127.0.0.1", "--port", str(port)], env, root / "api.log").start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (root / "api.log").read_text()
-            time.sleep(0.2)
+        api.wait_http(f"{url}/readyz", timeout=60)
         yield {"url": url, "keys": keys, "tenant": tenant, "root": root, "prefix": f"cl{tenant}"}
     finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+        api.stop(grace=20)
         cluster.kubectl("delete", "namespace", f"genjob-{tenant}", "--wait=false", check=False)
 
 
