@@ -8,12 +8,7 @@
 # SENTINEL_PASSWORD (may be empty), REDIS_PASSWORD (the default user's).
 set -eu
 
-ask_sentinel() {
-  REDISCLI_AUTH="${SENTINEL_PASSWORD:-}" redis-cli --no-auth-warning --raw -h "${1%:*}" -p "${1##*:}" \
-    SENTINEL get-master-addr-by-name "$SENTINEL_MASTER" 2>/dev/null | {
-    read -r host && read -r port && case "$port" in '' | *[!0-9]*) ;; *) echo "$host:$port" ;; esac
-  } || true
-}
+. "$(dirname "$0")/sentinel-lib.sh"
 
 primary=""
 for peer in $PEERS; do
