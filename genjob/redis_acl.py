@@ -60,8 +60,6 @@ GATEWAY_OWN = (
 # KEDA's redis and redis-sentinel scalers: PING when they start, then TYPE and the length.
 SCALER = (*CONNECTION, "type", "llen", "zcard")
 
-COMPONENTS = ("gateway", "operator", "worker", "keda")
-
 
 @dataclass(frozen=True)
 class AclUser:
