@@ -98,7 +98,10 @@ class GatewayClient:
                     source.response.read()
                     self._check(source.response)
                 for sse in source.iter_sse():
-                    yield sse.event, sse.json()
+                    # A keep-alive ping (a comment) after an event with an id comes out of httpx-sse
+                    # as an event without data: not an event of the job.
+                    if sse.data:
+                        yield sse.event, sse.json()
         except httpx.TransportError as exc:
             raise GatewayError(0, "unreachable", f"event stream broke: {exc}") from None
 

@@ -88,3 +88,43 @@ def test_api_refuses_to_start_with_a_bad_keys_file(tmp_path: Path) -> None:
             timeout=60,
         )
         assert out.returncode == 2 and str(path) in out.stderr and "Traceback" not in out.stderr
+
+
+def test_client_event_stream_skips_keepalive_pings() -> None:
+    """The gateway's stream sends a comment line every KEEPALIVE_SECONDS (sse-starlette's ping)
+    while a job waits; the client yields only events, instead of failing to parse the ping as
+    an event without data (a job queued longer than the ping interval broke `genjob generate`)."""
+    import http.server
+    import threading
+
+    from sse_starlette.event import ServerSentEvent
+
+    from genjob_api.client import GatewayClient
+
+    ping = ServerSentEvent(comment="ping - 2026-12-03 18:00:00+00:00").encode()
+    body = (
+        b'id: 1\r\nevent: status\r\ndata: {"status": "queued"}\r\n\r\n'
+        + ping  # after an event with an id, httpx-sse reads it as an event without data
+        + b'id: 2\r\nevent: succeeded\r\ndata: {"status": "succeeded"}\r\n\r\n'
+    )
+
+    class Stream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = GatewayClient(f"http://127.0.0.1:{server.server_address[1]}", "key")
+    try:
+        events = list(client.events("gen-1"))
+    finally:
+        client.close()
+        server.shutdown()
+    assert events == [("status", {"status": "queued"}), ("succeeded", {"status": "succeeded"})]
