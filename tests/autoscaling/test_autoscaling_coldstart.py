@@ -9,12 +9,12 @@ present node. Nothing here asserts how long a phase took (that is the bench's jo
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 
 from bench.coldstart import PHASES, Activation, ColdStarts, summarize
+from genjob_cluster.processes import free_port  # the package the conftest registers
 
 from .conftest import NAMESPACE, Release
 
@@ -24,18 +24,12 @@ TIER = "pro"
 KUBERNETES_PHASES = ("NodeClaim launched", "node Ready")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def push_release(release: Release) -> Any:
     """The session release with push activation and hour-long polling; restored afterwards."""
     activation = Activation("push", push=True, polling_interval=3600)
     release.cluster.helm(
-        *release.upgrade_args(), *activation.helm_set(_free_port()), "--wait", "--timeout", "180s"
+        *release.upgrade_args(), *activation.helm_set(free_port()), "--wait", "--timeout", "180s"
     )
     delay = release.runner.config.model_load_delay
     release.runner.config.model_load_delay = 1.0
