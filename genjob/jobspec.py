@@ -102,7 +102,9 @@ class GenerationJobSpec(_Wire):
     )
     priority: int = Field(0, ge=0, le=9, description="Priority within the tier; higher runs first.")
     owner: str | None = Field(
-        None, pattern=TENANT_PATTERN, description="Tenant; wins over the namespace's tenant label."
+        None,
+        pattern=TENANT_PATTERN,
+        description="Tenant: the namespace's tenant, unless the namespace may act for others.",
     )
 
     @model_validator(mode="after")

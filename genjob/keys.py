@@ -22,6 +22,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
 | `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
 | `{p}:tenant-active:{tenant}` | set | gateway (local mode): job ids of a tenant that may be unfinished |
+| `{p}:tenant-admitted:{tenant}:{tier}` | set | operator: admitted ids of a tenant in a tier (quota) |
 
 The KEDA ScaledObjects of the Helm chart read `pending`, `pending:{tier}:by-priority` and
 `inflight` by these names. The Lua scripts derive the by-priority keys from the pending key
@@ -105,6 +106,11 @@ class RedisKeys:
         pruned when the tenant reaches its cap (api.max_queued_per_tenant)."""
         return f"{self.prefix}:tenant-active:{tenant}"
 
+    def tenant_admitted(self, tenant: str, tier: str) -> str:
+        """Operator (cluster mode): ids of a tenant's admitted jobs in a tier that may be
+        unfinished; the per-tenant quota counts the unfinished ones (JobQueue.count_unfinished)."""
+        return f"{self.prefix}:tenant-admitted:{tenant}:{tier}"
+
     # -- ACL key patterns (genjob/redis_acl.py: each component's Redis user) ------------------
 
     def queue_patterns(self) -> list[str]:
@@ -135,6 +141,10 @@ class RedisKeys:
             self.tenant_jobs(a),
             self.tenant_active(a),
         ]
+
+    def operator_patterns(self) -> list[str]:
+        """The keys only the operator uses: the per-tenant admitted-job indexes (quota)."""
+        return [self.tenant_admitted("*", "*")]
 
     def scaler_patterns(self) -> list[str]:
         """What KEDA's triggers read: pending lists, by-priority sets, in-flight sets."""

@@ -5,7 +5,8 @@ One user per component, so a compromised pod holds only its own component's righ
 
 - `gateway`: the queue's keys and scripts, its own keys (idempotency, rate limits, tenant
   indexes), the events consumer group (webhooks) and `WAIT`;
-- `operator`: the queue's keys and scripts and the events consumer group; not the gateway's keys;
+- `operator`: the queue's keys and scripts, the events consumer group and its quota indexes (the
+  per-tenant admitted-job sets); not the gateway's keys;
 - `worker`: the queue's keys and scripts; not the gateway's keys, not consumer groups;
 - `keda`: read the type and length of the pending and in-flight keys; no write, no other key.
 
@@ -57,6 +58,8 @@ GATEWAY_OWN = (
     "get", "set", "zrevrange", "zrevrank", "sadd", "srem", "scard", "smembers", "zremrangebyscore",
     "wait",
 )  # fmt: skip
+# The operator's own: counting the per-tenant admitted-job sets (genjob/queue/lua/unfinished.lua).
+OPERATOR_OWN = ("smembers", "scard")
 # KEDA's redis and redis-sentinel scalers: PING when they start, then TYPE and the length.
 SCALER = (*CONNECTION, "type", "llen", "zcard")
 
@@ -89,7 +92,9 @@ def acl_users(keys: RedisKeys) -> dict[str, AclUser]:
         "gateway": AclUser(
             "gateway", common + EVENT_GROUPS + GATEWAY_OWN, tuple(queue + keys.gateway_patterns())
         ),
-        "operator": AclUser("operator", common + EVENT_GROUPS, tuple(queue)),
+        "operator": AclUser(
+            "operator", common + EVENT_GROUPS + OPERATOR_OWN, tuple(queue + keys.operator_patterns())
+        ),
         "worker": AclUser("worker", common, tuple(queue)),
         "keda": AclUser("keda", SCALER, tuple(keys.scaler_patterns()), read_only=True),
     }

@@ -10,6 +10,7 @@ YAML file named by `GENJOB_CONFIG_FILE` (the Helm chart mounts one), then the de
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from genjob.jobspec import TENANT_PATTERN
 from genjob.tiers import TierConfig, check_tiers, default_tiers, ordered_tiers
 
 CONFIG_FILE_ENV = "GENJOB_CONFIG_FILE"
@@ -208,7 +210,31 @@ class OperatorSettings(_Section):
 
     namespaces: list[str] = Field(default_factory=list, description="Watched namespaces; empty watches all.")
     ttl_seconds_after_finished: int | None = Field(86400, ge=0, description="Default TTL; None keeps jobs.")
-    tenant_label: str = Field("genjob.io/tenant", description="Namespace label naming the tenant.")
+    tenant_label: str = Field(
+        "genjob.io/tenant",
+        description="Namespace label naming the tenant. An unlabelled namespace named by "
+        "api.namespace_template (genjob-{tenant}) is that tenant's; any other, the tenant of "
+        "its own name.",
+    )
+    owner_namespaces: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Namespaces whose GenerationJobs may name another tenant in spec.owner, and "
+        "which tenants ('*': any), e.g. {'genjob-gateway': ['*']}. Elsewhere an owner that is "
+        "not the namespace's tenant is refused (InvalidSpec).",
+    )
+
+    @field_validator("owner_namespaces")
+    @classmethod
+    def _owner_tenants(cls, owner_namespaces: dict[str, list[str]]) -> dict[str, list[str]]:
+        for namespace, tenants in owner_namespaces.items():
+            bad = [t for t in tenants if t != "*" and not re.fullmatch(TENANT_PATTERN, t)]
+            if bad:
+                raise ValueError(
+                    f"operator.owner_namespaces[{namespace!r}] names {bad}: tenants are DNS labels "
+                    "(lower-case letters, digits, '-') or '*' for any tenant"
+                )
+        return owner_namespaces
+
     progress_mirror_seconds: float = Field(
         15.0, ge=1, description="Least time between progress writes to a job's status."
     )

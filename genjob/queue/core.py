@@ -112,10 +112,15 @@ class JobQueue:
 
     # -- producers ----------------------------------------------------------------------
 
-    def enqueue(self, job: NewJob) -> EnqueueResult:
-        """Queue a job. A repeat of a known id changes nothing and returns created=False."""
+    def enqueue(self, job: NewJob, index: str | None = None) -> EnqueueResult:
+        """Queue a job. A repeat of a known id changes nothing and returns created=False.
+
+        `index`: a set that holds the id while the job is unfinished (added in the same
+        script, also on a repeat), counted by `count_unfinished`."""
         self._check_tier(job.tier)
         keys, args = enqueue_call(self.keys, job, self._maxlen)
+        if index is not None:
+            keys.append(index)
         created, state, _ = self.scripts.enqueue(keys=keys, args=args)
         return EnqueueResult(created=bool(created), state=JobState(state))
 
@@ -422,6 +427,20 @@ class JobQueue:
             for job_id in job_ids:
                 pipe.hgetall(self.keys.job(check_job_id(job_id)))
             return [JobRecord.from_hash(h) if h else None for h in pipe.execute()]
+
+    def known_ids(self, job_ids: Sequence[str]) -> set[str]:
+        """The ids the queue has a record of (one round trip)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(self.keys.job(check_job_id(job_id)))
+            return {job_id for job_id, found in zip(job_ids, pipe.execute(), strict=True) if found}
+
+    def count_unfinished(self, indexes: Sequence[str]) -> list[int]:
+        """Unfinished jobs in each index set of `enqueue` (finished ones are dropped from it)."""
+        if not indexes:
+            return []
+        counts = self.scripts.unfinished(keys=list(indexes), args=[self.keys.job_prefix])
+        return [int(c) for c in counts]
 
     def place_in_line(self, job_id: str, tier: str) -> Place:
         """A job's place in its tier's line (priority jobs first, by rank; then the pending list,

@@ -24,6 +24,7 @@ SCRIPT_NAMES = (
     "place",
     "workers",
     "resume",
+    "unfinished",
 )
 
 
@@ -50,6 +51,7 @@ class QueueScripts:
     place: Script
     workers: Script
     resume: Script
+    unfinished: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> QueueScripts:

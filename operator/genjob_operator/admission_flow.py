@@ -2,13 +2,16 @@
 
 Each pass looks at what exists (the cache) and acts:
 1. deleting jobs that still carry our finalizer are finalized (see `finalize`);
-2. new or Pending jobs are checked (`check_job`: what the CRD schema cannot express);
-   invalid ones get phase Failed with reason InvalidSpec or ModelNotFound;
-3. valid ones are admitted under the per-tenant quota (`quota.quota_decision`), oldest
-   first: add the finalizer (one write), then enqueue by uid (idempotent). Over-quota
-   jobs get phase Pending / QuotaExceeded once and wait for a later pass;
-4. admitted jobs whose phase is not set yet (the operator restarted between the finalizer
-   and the Queued status) are enqueued again: a no-op when Redis has them;
+2. a job is admitted when the queue has its record (by uid), whatever its finalizers say:
+   new or Pending jobs the queue does not know are checked (the tenant: `quota.job_tenant`;
+   `check_job`: what the CRD schema cannot express); invalid ones get phase Failed with
+   reason InvalidSpec or ModelNotFound;
+3. valid ones are admitted under the per-tenant quota (`quota.quota_decision`, counts from
+   the queue's records), oldest first: add the finalizer (one write), then enqueue by uid
+   (idempotent). Over-quota jobs get phase Pending / QuotaExceeded once and wait;
+4. admitted, unfinished jobs without our finalizer (the operator restarted between the
+   enqueue and the finalizer, or a user removed it) get it again, so a deletion always
+   reaches `finalize`;
 5. Queued or Running jobs the queue lost the record of (`report_lost`, from the status
    resync) are enqueued again, with a warning Event: they run again from the start.
 Status `Queued` is written by `status_sync` from the queue's own `queued` event, so one
@@ -36,7 +39,7 @@ from genjob.settings import GenjobSettings
 from genjob_operator.cache import JobCache, JobView
 from genjob_operator.kube import EventPoster, KubeWriter, ObjectGone, TenantResolver, now_rfc3339
 from genjob_operator.metrics import OperatorMetrics
-from genjob_operator.quota import active_counts, quota_decision, quota_message
+from genjob_operator.quota import OwnerNotAllowedError, QuotaKey, quota_decision, quota_message
 from genjob_operator.status_patches import status_patch
 
 log = structlog.get_logger("genjob.operator.admission")
@@ -135,9 +138,6 @@ class Admitter:
             self._wake.wait(self.resync_seconds)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _tenant(self, view: JobView) -> str:
-        return self.tenants.tenant(view)
-
     def _limit(self, tier: str) -> int | None:
         cfg = self.settings.tiers.get(tier)
         return cfg.limits.max_concurrent_per_tenant if cfg else None
@@ -151,37 +151,66 @@ class Admitter:
                 futures.append(self._pool.submit(self._guard, "finalize", self.finalize, view))
             elif view.uid in self._lost and not view.is_final:
                 futures.append(self._pool.submit(self._guard, "enqueue", self.requeue_lost, view))
-            elif self._needs_resume(view):
-                futures.append(self._pool.submit(self._guard, "enqueue", self.resume, view))
+            elif self._lacks_finalizer(view):
+                futures.append(self._pool.submit(self._guard, "enqueue", self.restore_finalizer, view))
+        undecided = [v for v in jobs if self._undecided(v)]
+        known = self.queue.known_ids([v.uid for v in undecided]) if undecided else set()
+        for view in (v for v in undecided if v.uid in known):  # admitted before: keep it so
+            futures.append(self._pool.submit(self._guard, "enqueue", self.confirm, view))
         # Checks before quota: an invalid job never takes a slot.
         valid: list[JobView] = []
         specs: dict[str, GenerationJobSpec] = {}
-        for view in (j for j in jobs if j.waiting_for_admission):
-            tenant = self._tenant(view)
-            checked = check_job(view.spec, tenant, self.settings)
+        tenants: dict[str, str] = {}
+        for view in (v for v in undecided if v.uid not in known):
+            checked, tenant = self._check(view)
             if checked.spec is None:
                 futures.append(self._pool.submit(self._guard, "invalid", self.reject, view, checked))
             else:
                 valid.append(view)
-                specs[view.uid] = checked.spec
-        plan = quota_decision(valid, active_counts(jobs, self._tenant), self._tenant, self._limit)
+                specs[view.uid], tenants[view.uid] = checked.spec, tenant
+        plan = quota_decision(
+            valid,
+            self._active({(tenants[v.uid], specs[v.uid].tier) for v in valid}),
+            lambda v: tenants[v.uid],
+            self._limit,
+        )
         for view in plan.admit:
-            futures.append(self._pool.submit(self._guard, "enqueue", self.admit, view, specs[view.uid]))
+            futures.append(
+                self._pool.submit(
+                    self._guard, "enqueue", self.admit, view, specs[view.uid], tenants[view.uid]
+                )
+            )
         for view in plan.wait:
             if view.reason != str(Reason.QUOTA_EXCEEDED) and view.uid not in self._marked_waiting:
-                futures.append(self._pool.submit(self._guard, "quota", self.mark_waiting, view, plan))
+                futures.append(
+                    self._pool.submit(self._guard, "quota", self.mark_waiting, view, plan, tenants[view.uid])
+                )
         for f in futures:
             f.result()
 
-    def _needs_resume(self, view: JobView) -> bool:
-        """Admitted before a restart but the Queued status never arrived: enqueue again."""
-        return (
-            view.admitted
-            and not view.deleting
-            and not view.is_final
-            and view.phase in (None, Phase.PENDING)
-            and view.uid not in self._ensured
+    def _undecided(self, view: JobView) -> bool:
+        """Not known to be in the queue yet (by this process): admission decides, or confirms."""
+        return view.waiting_for_admission and view.uid not in self._ensured
+
+    def _lacks_finalizer(self, view: JobView) -> bool:
+        """Queued or Running (admitted) and unfinished, but without our finalizer."""
+        return not view.admitted and not view.deleting and view.phase in (Phase.QUEUED, Phase.RUNNING)
+
+    def _check(self, view: JobView) -> tuple[Checked, str]:
+        """(the checks' outcome, the job's tenant); a refused spec.owner fails the job."""
+        try:
+            tenant = self.tenants.tenant(view)
+        except OwnerNotAllowedError as exc:
+            return Checked(None, Reason.INVALID_SPEC, str(exc)), ""
+        return check_job(view.spec, tenant, self.settings), tenant
+
+    def _active(self, groups: set[QuotaKey]) -> dict[QuotaKey, int]:
+        """Admitted unfinished jobs per (tenant, tier), from the queue's records."""
+        ordered = sorted(groups)
+        counts = self.queue.count_unfinished(
+            [self.queue.keys.tenant_admitted(t, tier) for t, tier in ordered]
         )
+        return dict(zip(ordered, counts, strict=True))
 
     def _guard(self, stage: str, fn: Any, *args: Any) -> None:
         try:
@@ -194,18 +223,22 @@ class Admitter:
 
     # -- actions ----------------------------------------------------------------------------
 
-    def admit(self, view: JobView, spec: GenerationJobSpec) -> None:
+    def admit(self, view: JobView, spec: GenerationJobSpec, tenant: str) -> None:
         """Finalizer first (so a deletion is always seen), then the idempotent enqueue."""
-        updated = self.kube.add_finalizer(view)
-        self.cache.written(updated)
-        self._enqueue(updated, spec)
+        if not view.admitted:
+            view = self.kube.add_finalizer(view)
+            self.cache.written(view)
+        self._enqueue(view, spec, tenant)
 
-    def resume(self, view: JobView) -> None:
-        checked = check_job(view.spec, self._tenant(view), self.settings)
-        if checked.spec is None:  # settings changed since admission: fail it now
-            self.reject(view, checked)
-            return
-        self._enqueue(view, checked.spec)
+    def confirm(self, view: JobView) -> None:
+        """The queue has the job (admitted before a restart, or the Queued status is on its
+        way): make sure it carries the finalizer."""
+        if not view.admitted:
+            self.restore_finalizer(view)
+        self._ensured.add(view.uid)
+
+    def restore_finalizer(self, view: JobView) -> None:
+        self.cache.written(self.kube.add_finalizer(view))
 
     def requeue_lost(self, view: JobView) -> None:
         message = (
@@ -216,13 +249,18 @@ class Admitter:
         self.metrics.records_lost.inc()
         self.events.post(view.namespace, view.name, view.uid, "QueueRecordLost", message, warning=True)
         self._lost.discard(view.uid)
-        self.resume(view)
+        checked, tenant = self._check(view)
+        if checked.spec is None:  # settings changed since admission: fail it now
+            self.reject(view, checked)
+            return
+        self._enqueue(view, checked.spec, tenant)
 
-    def _enqueue(self, view: JobView, spec: GenerationJobSpec) -> None:
+    def _enqueue(self, view: JobView, spec: GenerationJobSpec, tenant: str) -> None:
         assert spec.model is not None
         try:
             result = self.queue.enqueue(
-                new_job(view.uid, spec, job_meta(view, self._tenant(view), spec.model))
+                new_job(view.uid, spec, job_meta(view, tenant, spec.model)),
+                index=self.queue.keys.tenant_admitted(tenant, spec.tier),
             )
         except redis.exceptions.OutOfMemoryError:
             self.mark_queue_full(view)
@@ -256,8 +294,8 @@ class Admitter:
         self.cache.written(updated)
         self.events.post(view.namespace, view.name, view.uid, str(Reason.QUEUE_FULL), message, warning=True)
 
-    def mark_waiting(self, view: JobView, plan: Any) -> None:
-        tenant, tier = self._tenant(view), str(view.spec.get("tier"))
+    def mark_waiting(self, view: JobView, plan: Any, tenant: str) -> None:
+        tier = str(view.spec.get("tier"))
         cap = self._limit(tier) or 0
         message = quota_message(tenant, tier, plan.active.get((tenant, tier), 0), cap)
         updated = self.kube.patch_status(view, pending_status(Reason.QUOTA_EXCEEDED, message))

@@ -81,7 +81,9 @@ class JobView:
 
     @property
     def waiting_for_admission(self) -> bool:
-        return not self.admitted and not self.deleting and self.phase in (None, Phase.PENDING)
+        """New or Pending: admitted only once the queue has it (a finalizer proves nothing: a
+        user can set it at creation)."""
+        return not self.deleting and self.phase in (None, Phase.PENDING)
 
     @property
     def order_key(self) -> tuple[str, str, str]:

@@ -18,10 +18,11 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from genjob.crd import GROUP, KIND, PLURAL, VERSION
+from genjob.settings import GenjobSettings
 from genjob_operator.cache import JobView
 from genjob_operator.finalizers import FINALIZER, add_finalizer_ops, remove_finalizer_ops
 from genjob_operator.metrics import OperatorMetrics
-from genjob_operator.quota import tenant_of
+from genjob_operator.quota import job_tenant, namespace_tenant
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -174,11 +175,14 @@ class KubeWriter:
 
 
 class TenantResolver:
-    """tenant = spec.owner, else the namespace's tenant label, else the namespace name."""
+    """The tenant of a job's namespace (labels cached `ttl_seconds`) and of the job itself
+    (quota.py: spec.owner may only name it, unless the namespace may act for other tenants)."""
 
-    def __init__(self, kube: KubeWriter, tenant_label: str, ttl_seconds: float = 30.0) -> None:
+    def __init__(self, kube: KubeWriter, settings: GenjobSettings, ttl_seconds: float = 30.0) -> None:
         self.kube = kube
-        self.label = tenant_label
+        self.label = settings.operator.tenant_label
+        self.namespace_template = settings.api.namespace_template
+        self.owner_namespaces = settings.operator.owner_namespaces
         self.ttl = ttl_seconds
         self._cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._lock = threading.Lock()
@@ -194,10 +198,14 @@ class TenantResolver:
             self._cache[namespace] = (now, labels)
         return labels
 
+    def namespace_tenant(self, namespace: str) -> str:
+        return namespace_tenant(namespace, self.labels(namespace), self.label, self.namespace_template)
+
     def tenant(self, view: JobView) -> str:
-        if view.spec.get("owner"):  # no namespace lookup needed
-            return str(view.spec["owner"])
-        return tenant_of(view.spec, view.namespace, self.labels(view.namespace), self.label)
+        """The job's tenant; OwnerNotAllowedError when its spec.owner claims another one."""
+        return job_tenant(
+            view.spec, view.namespace, self.namespace_tenant(view.namespace), self.owner_namespaces
+        )
 
 
 class EventPoster:

@@ -42,7 +42,7 @@ class OperatorRuntime:
         self.cache = JobCache()
         self.kube = KubeWriter(api_client, metrics, identity)
         self.events = EventPoster(self.kube, log)
-        self.tenants = TenantResolver(self.kube, op.tenant_label)
+        self.tenants = TenantResolver(self.kube, settings)
         self.activity = TierActivity(settings.tiers)  # what KEDA's push trigger streams (push_scaler.py)
         self.admitter = Admitter(
             self.cache,
@@ -122,5 +122,6 @@ class OperatorRuntime:
             view.deleting
             or view.waiting_for_admission
             or (old is not None and view.is_final and not old.is_final)
+            or (old is not None and old.finalizers != view.finalizers)
         ):
             self.admitter.wake()

@@ -6,6 +6,7 @@ leader Lease, and starts the operator (`genjob operator`) and workers as process
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import urllib.request
 import uuid
@@ -84,6 +85,8 @@ class Stack:
             GENJOB_OPERATOR__REAPER_INTERVAL_SECONDS="0.5",
             GENJOB_OPERATOR__PEERING_NAME=f"genjob-{self.ns}",
             GENJOB_OPERATOR__HTTP_PORT="0",
+            # The tests spread jobs over tenants with spec.owner in one namespace.
+            GENJOB_OPERATOR__OWNER_NAMESPACES=json.dumps({self.ns: ["*"]}),
         )
         self.env = env
         self.procs: list = []

@@ -136,7 +136,7 @@ def admit_one(settings, kube, cache, metrics, activity: TierActivity, name: str 
         kube,
         queue,
         settings,
-        TenantResolver(kube, settings.operator.tenant_label),
+        TenantResolver(kube, settings),
         SyncEvents(kube),
         metrics,
         workers=1,
