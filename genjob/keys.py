@@ -21,6 +21,7 @@ Layout (`{p}` is the prefix, `{tier}` a tier name, `{id}` a job id):
 | `{p}:ratelimit:{key}:{window}` | string | gateway request counter of an API key |
 | `{p}:idem:{key}:{idempotency-key}` | string | gateway idempotency record |
 | `{p}:tenant-jobs:{tenant}` | sorted set | gateway: a tenant's job ids scored by creation time (listing) |
+| `{p}:webhook:{namespace}:{name}` | hash | gateway (cluster mode): a job's webhook URL, key id and tenant |
 | `{p}:tenant-active:{tenant}` | set | gateway (local mode): job ids of a tenant that may be unfinished |
 | `{p}:tenant-admitted:{tenant}:{tier}` | set | operator: admitted ids of a tenant in a tier (quota) |
 
@@ -97,6 +98,11 @@ class RedisKeys:
     def idempotency(self, key_id: str, idempotency_key: str) -> str:
         return f"{self.prefix}:idem:{key_id}:{idempotency_key}"
 
+    def webhook_target(self, namespace: str, name: str) -> str:
+        """Gateway (cluster mode): the webhook a GenerationJob's creating key asked for (URL, key
+        id, tenant), written at submit; never read from the object, which its users can edit."""
+        return f"{self.prefix}:webhook:{namespace}:{name}"
+
     def tenant_jobs(self, tenant: str) -> str:
         """Gateway (local mode): the job ids a tenant created, scored by creation time in ms."""
         return f"{self.prefix}:tenant-jobs:{tenant}"
@@ -133,13 +139,15 @@ class RedisKeys:
         ]
 
     def gateway_patterns(self) -> list[str]:
-        """The keys only the gateway uses: rate limits, idempotency, the tenant indexes."""
+        """The keys only the gateway uses: rate limits, idempotency, the tenant indexes, the
+        webhooks of cluster-mode jobs."""
         a = "*"
         return [
             self.rate_limit(a, 0).removesuffix("0") + a,  # any key, any window
             self.idempotency(a, a),
             self.tenant_jobs(a),
             self.tenant_active(a),
+            self.webhook_target(a, a),
         ]
 
     def operator_patterns(self) -> list[str]:

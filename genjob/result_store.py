@@ -3,8 +3,10 @@
 One owner for the contract between the worker (writes) and the gateway (reads): a filesystem
 root (default; a PVC in a cluster) or an S3-compatible bucket and prefix (boto3, configurable
 endpoint for MinIO and friends). Images are PNG bytes stored content-addressed under
-`<sha256[:2]>/<sha256>.png`, so storing the same bytes twice gives the same URI and the write is
-idempotent (safe when a job runs more than once). URIs: `file:///abs/root/...` and
+`tenants/<tenant>/<sha256[:2]>/<sha256>.png` (`<sha256[:2]>/<sha256>.png` for a job without a
+tenant), so storing the same bytes twice gives the same URI and the write is idempotent (safe
+when a job runs more than once), and a URI says whose it is: `result_tenant` reads it back, so
+img2img takes a result as its init image only for the tenant that made it. URIs: `file:///abs/root/...` and
 `s3://bucket/prefix...`; `open(uri)` accepts only URIs inside the configured store, so a result
 can never point a reader at an arbitrary file or bucket.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -48,24 +51,51 @@ class StoredPng:
     size_bytes: int
 
 
-def content_key(sha256: str) -> str:
+TENANTS_DIR = "tenants/"
+CHECKPOINTS_DIR = "checkpoints/"
+# A Kubernetes label value (the operator's tenants) or a DNS label (the gateway's): never '/',
+# '.' or '..'.
+TENANT_DIR_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+
+
+def content_key(sha256: str, tenant: str = "") -> str:
+    """Where an image lives, relative to the store's root or prefix."""
+    if tenant:
+        if not re.fullmatch(TENANT_DIR_PATTERN, tenant):
+            raise ValueError(f"tenant {tenant!r} cannot name a directory")
+        return f"{TENANTS_DIR}{tenant}/{sha256[:2]}/{sha256}.png"
     return f"{sha256[:2]}/{sha256}.png"
+
+
+def result_tenant(key: str) -> str | None:
+    """The tenant whose job stored the image at `key` (relative to the store): '' for a job
+    without a tenant, None when `key` is not an image result (a checkpoint)."""
+    if key.startswith(TENANTS_DIR):
+        tenant, _, rest = key.removeprefix(TENANTS_DIR).partition("/")
+        return tenant if tenant and rest else None
+    if key.startswith(CHECKPOINTS_DIR):
+        return None
+    return ""
 
 
 def checkpoint_dir(job_id: str) -> str:
     """Where a job's checkpoints live, relative to the store's root or prefix."""
     check_job_id(job_id)  # no path separators or dot segments can reach a path
-    return f"checkpoints/{job_id}/"
+    return f"{CHECKPOINTS_DIR}{job_id}/"
 
 
 class ResultStore(Protocol):
     """What the worker, the gateway and img2img need from a store."""
 
-    def put_png(self, data: bytes) -> StoredPng: ...
+    def put_png(self, data: bytes, tenant: str = "") -> StoredPng: ...
 
     def open(self, uri: str) -> bytes: ...
 
     def owns(self, uri: str) -> bool: ...
+
+    def relative_key(self, uri: str) -> str:
+        """The URI's key relative to the store (ResultNotFoundError when not in it)."""
+        ...
 
     def put_checkpoint(self, job_id: str, name: str, data: bytes) -> str: ...
 
@@ -95,9 +125,9 @@ class FilesystemResultStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
 
-    def put_png(self, data: bytes) -> StoredPng:
+    def put_png(self, data: bytes, tenant: str = "") -> StoredPng:
         sha = hashlib.sha256(data).hexdigest()
-        path = self.root / content_key(sha)
+        path = self.root / content_key(sha, tenant)
         if not path.exists():
             _write_atomically(path, data)
         return StoredPng(uri=path.as_uri(), sha256=sha, size_bytes=len(data))
@@ -123,6 +153,9 @@ class FilesystemResultStore:
     def owns(self, uri: str) -> bool:
         return _accepted(self._path, uri)
 
+    def relative_key(self, uri: str) -> str:
+        return self._path(uri).relative_to(self.root).as_posix()
+
     def open(self, uri: str) -> bytes:
         path = self._path(uri)
         try:
@@ -139,9 +172,9 @@ class S3ResultStore:
         self.bucket = bucket
         self.prefix = prefix
 
-    def put_png(self, data: bytes) -> StoredPng:
+    def put_png(self, data: bytes, tenant: str = "") -> StoredPng:
         sha = hashlib.sha256(data).hexdigest()
-        key = self.prefix + content_key(sha)
+        key = self.prefix + content_key(sha, tenant)
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="image/png")
         return StoredPng(uri=f"s3://{self.bucket}/{key}", sha256=sha, size_bytes=len(data))
 
@@ -166,6 +199,9 @@ class S3ResultStore:
 
     def owns(self, uri: str) -> bool:
         return _accepted(self._key, uri)
+
+    def relative_key(self, uri: str) -> str:
+        return self._key(uri).removeprefix(self.prefix)
 
     def open(self, uri: str) -> bytes:
         key = self._key(uri)

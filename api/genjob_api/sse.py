@@ -2,12 +2,14 @@
 
 Served with sse-starlette (`EventSourceResponse`: framing, keep-alive pings, disconnect
 handling). The stream reads the job through a `read` function every `poll_seconds` in a
-worker thread and sends an event when it changed. Events, in order: `status` (first, the
-current state), then `progress` (step/total changed) and `status` (state changed), and last
-one of `succeeded`, `failed` or `cancelled` carrying the whole job, after which the server
-closes the stream. The generator is async, so an open stream holds no server thread; each
-costs one read per interval, so one API key may hold at most `api.max_streams_per_key`
-streams open on one replica (`StreamSlots`; more are answered 429 `too_many_streams`).
+worker thread and sends an event when it changed (`JobBackend.stream_reader`: the queue
+record in both modes; cluster mode reads the GenerationJob once first, cluster_stream.py).
+Events, in order: `status` (first, the current state), then `progress` (step/total
+changed) and `status` (state changed), and last one of `succeeded`, `failed` or
+`cancelled` carrying the whole job, after which the server closes the stream. The
+generator is async, so an open stream holds no server thread; each costs one read per
+interval, so one API key may hold at most `api.max_streams_per_key` streams open on one
+replica (`StreamSlots`; more are answered 429 `too_many_streams`).
 """
 
 from __future__ import annotations

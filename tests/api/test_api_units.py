@@ -327,3 +327,41 @@ def test_job_ids_sort_newest_first_so_cluster_pages_keep_the_order() -> None:
         assert (
             re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", job_id) and len(job_id) <= 63
         )  # a valid object name
+
+
+def test_a_cluster_event_stream_reads_the_object_once_then_follows_the_queue(redis_client) -> None:
+    """ClusterStream: the GenerationJob is read once; progress and the end come from the queue
+    record (by the object's uid); without a record the object is read again only after
+    refresh_seconds, and a job whose object is gone ends the stream (None)."""
+    from genjob.keys import RedisKeys
+    from genjob.queue import JobQueue, NewJob
+    from genjob_api.backends.cluster_stream import ClusterStream
+    from genjob_api.models import Generation, Status
+
+    queue = JobQueue(redis_client, RedisKeys("t"), ["free"])
+    reads: list[str] = []
+    pending = Generation(id="job-1", status=Status.PENDING, tier="free", spec={})
+    gone = {"now": False}
+
+    def read_object() -> tuple[Generation, str] | None:
+        reads.append("GET")
+        return None if gone["now"] else (pending, "uid-1")
+
+    now = {"t": 0.0}
+    stream = ClusterStream(
+        "job-1", read_object, queue, WaitEstimator(), refresh_seconds=10, clock=lambda: now["t"]
+    )
+    assert stream().status == Status.PENDING and stream().status == Status.PENDING and len(reads) == 1
+    now["t"] = 10.0
+    assert stream().status == Status.PENDING and len(reads) == 2  # no record yet: refreshed
+    queue.enqueue(NewJob(id="uid-1", tier="free", spec={"prompt": "x"}))
+    [claimed] = queue.claim(["free"], "w")
+    for step in (1, 2):
+        queue.report_progress(claimed, "w", step, 2)
+        view = stream()
+        assert view.id == "job-1" and view.status == Status.RUNNING and view.progress.step == step
+    queue.complete(claimed, {"images": [], "seed": 1})
+    assert stream().status == Status.SUCCEEDED and len(reads) == 2
+    other = ClusterStream("job-2", read_object, queue, WaitEstimator())
+    gone["now"] = True
+    assert other() is None

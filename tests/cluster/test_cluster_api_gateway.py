@@ -28,6 +28,7 @@ from tests.support.processes import GenjobProcess
 pytestmark = pytest.mark.cluster
 
 WEBHOOK_SECRET = "whsec-cluster-0123456789abcdef"
+OTHER_WEBHOOK_SECRET = "whsec-other-tenant-0123456789"
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fe"
@@ -55,7 +56,13 @@ def cluster_gateway(
             "id": "own",
             "webhook_secret": WEBHOOK_SECRET,
         },
-        {"key_sha256": _hash(keys["other"]), "tenant": f"o{tenant}", "tier": "pro", "id": "other"},
+        {
+            "key_sha256": _hash(keys["other"]),
+            "tenant": f"o{tenant}",
+            "tier": "pro",
+            "id": "other",
+            "webhook_secret": OTHER_WEBHOOK_SECRET,
+        },
     ]
     (root / "keys.json").write_text(json.dumps(entries))
     port = free_port()
@@ -241,3 +248,126 @@ def test_cluster_mode_queue_position_and_signed_webhook(
         assert delivered["seed"] == 5
     finally:
         server.shutdown()
+
+
+def test_a_job_labelled_with_another_tenants_key_gets_no_webhook_signed_with_its_secret(
+    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer
+) -> None:
+    """Attack: a user with RBAC in its tenant's namespace creates a GenerationJob itself, labelled
+    with another tenant's API key id and a webhook annotation pointing at its own receiver, to
+    collect payloads signed with that tenant's secret (and forge webhooks to that tenant). The
+    webhook of a cluster-mode job is what the gateway recorded when the key created it: the forged
+    job gets none; the gateway's own job still gets its signed webhook."""
+    from kubernetes import client as k8s
+
+    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = GenjobSettings()
+    keys = RedisKeys(gw["prefix"])
+    jobs = JobQueue(redis_server.client(), keys, list(settings.tiers), settings.queue)
+    url = f"http://127.0.0.1:{port}/hook"
+    done = {"phase": "Succeeded", "reason": "Completed", "result": {"images": [], "seed": 5, "model": "tiny"}}
+
+    def run_as_operator(name: str) -> None:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        uid = obj["metadata"]["uid"]
+        meta = {"namespace": ns, "name": name, "uid": uid, "tenant": gw["tenant"], "model": "tiny"}
+        jobs.enqueue(NewJob(id=uid, tier="pro", spec=obj["spec"], meta=meta))
+        [mine] = [j for j in jobs.claim(["pro"], "test-worker", max_jobs=5) if j.id == uid]
+        api.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name, {"status": done})
+        jobs.complete(mine, {"images": [], "seed": 5})
+
+    try:
+        forged = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "GenerationJob",
+            "metadata": {
+                "name": f"forged-{uuid.uuid4().hex[:8]}",
+                "labels": {"genjob.io/tenant": gw["tenant"], "genjob.io/api-key": "other"},
+                "annotations": {"genjob.io/webhook-url": url},
+            },
+            "spec": {"tier": "pro", "prompt": "forged", "width": 64, "height": 64, "steps": 2},
+        }
+        api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, forged)
+        run_as_operator(forged["metadata"]["name"])
+        with _client(gw) as c:
+            body = {"prompt": "own", "width": 64, "height": 64, "steps": 2, "webhook": {"url": url}}
+            own = c.post("/v1/generations", json=body).json()
+        run_as_operator(own["id"])
+        headers, payload = _Receiver.calls.get(timeout=60)
+        assert json.loads(payload)["id"] == own["id"]
+        Webhook(WEBHOOK_SECRET.encode()).verify(payload, headers)
+
+        def settled() -> bool:  # both final events read and acknowledged by the dispatcher
+            groups = redis_server.client().xinfo_groups(keys.final_events)
+            return bool(groups) and groups[0]["pending"] == 0 and groups[0]["entries-read"] >= 2
+
+        deadline = time.monotonic() + 60
+        while not settled():
+            assert time.monotonic() < deadline, "the dispatcher never acknowledged both final events"
+            time.sleep(0.2)
+        assert _Receiver.calls.empty(), "the forged job got a webhook"
+    finally:
+        server.shutdown()
+
+
+def _generationjob_gets(cluster: Any) -> float:
+    """GET requests on generationjobs the API server has served (its own counter)."""
+    total = 0.0
+    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="generationjobs"' in line
+            and 'verb="GET"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_cluster_mode_event_stream_follows_the_queue_not_the_api_server(
+    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer
+) -> None:
+    """An event stream reads the GenerationJob once (who may see it, its uid), then follows the
+    job's queue record in Redis: progress and the final state arrive without a Kubernetes GET at
+    each poll (an attacker's streams, at the per-key cap, would otherwise load the API server)."""
+    from httpx_sse import connect_sse
+    from kubernetes import client as k8s
+
+    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    settings = GenjobSettings()
+    jobs = JobQueue(redis_server.client(), RedisKeys(gw["prefix"]), list(settings.tiers), settings.queue)
+    with _client(gw) as c:
+        job = c.post(
+            "/v1/generations", json={"prompt": "stream", "width": 64, "height": 64, "steps": 4}
+        ).json()
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job["id"])
+    uid = obj["metadata"]["uid"]
+    meta = {"namespace": ns, "name": job["id"], "uid": uid, "tenant": gw["tenant"], "model": "tiny"}
+    jobs.enqueue(NewJob(id=uid, tier="pro", spec=obj["spec"], meta=meta))
+    [claimed] = [j for j in jobs.claim(["pro"], "test-worker", max_jobs=5) if j.id == uid]
+    seen: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+
+    def listen() -> None:
+        with _client(gw) as c, connect_sse(c, "GET", f"/v1/generations/{job['id']}/events") as source:
+            for sse in source.iter_sse():
+                seen.put((sse.event, sse.json()))
+
+    before = _generationjob_gets(cluster)
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    first, state = seen.get(timeout=30)
+    assert first == "status" and state["status"] == "running", state
+    for step in range(1, 5):
+        jobs.report_progress(claimed, "test-worker", step, 4)
+        event, progress = seen.get(timeout=30)
+        assert event == "progress" and progress == {"step": step, "total": 4}
+    jobs.complete(claimed, {"images": [], "seed": 5, "model": "tiny"})
+    event, final = seen.get(timeout=30)
+    assert event == "succeeded" and final["id"] == job["id"] and final["seed"] == 5
+    listener.join(timeout=30)
+    # The route's ownership check and the stream's first read; not one GET per poll.
+    assert _generationjob_gets(cluster) - before <= 2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from genjob.result_store import ResultNotFoundError, build_result_store
+from genjob.result_store import ResultNotFoundError, build_result_store, result_tenant
 from genjob.settings import ResultStoreSettings
 
 PNG = b"\x89PNG\r\n\x1a\n not really an image"
@@ -46,6 +46,20 @@ def test_file_results_are_read_back_and_nothing_outside_the_root(tmp_path: Path)
         reader.open("s3://genjob-results/jobs/00/x.png")
     with pytest.raises(ResultNotFoundError, match="no result at"):
         reader.open(f"file://{root}/00/missing.png")
+
+
+def test_a_results_uri_names_its_tenant(tmp_path: Path, s3_settings: ResultStoreSettings) -> None:
+    """Images of a tenant's jobs live under tenants/<tenant>/; result_tenant reads it back from the
+    URI (img2img's init-image check), on both backends."""
+    for settings in (ResultStoreSettings(path=tmp_path / "results"), s3_settings):
+        store = build_result_store(settings)
+        own = store.put_png(PNG, "acme")
+        assert "/tenants/acme/" in own.uri and store.put_png(PNG, "acme") == own
+        assert result_tenant(store.relative_key(own.uri)) == "acme"
+        assert result_tenant(store.relative_key(store.put_png(PNG).uri)) == ""
+        assert result_tenant(store.relative_key(store.put_checkpoint("job-1", "step", b"x"))) is None
+        with pytest.raises(ValueError, match="cannot name a directory"):
+            store.put_png(PNG, "../etc")
 
 
 def test_the_core_store_does_not_import_pillow() -> None:

@@ -10,15 +10,13 @@ from genjob.settings import GenjobSettings
 from genjob_operator.finalizers import FINALIZER
 
 from .conftest import FakeKube
+from .test_operator_admission import add, make_admitter
 
 
 def write(cache, view) -> None:
     """An operator write (status sync, admission) as the watch then delivers it."""
     cache.written(view)
     cache.observe(view)
-
-
-from .test_operator_admission import add, make_admitter
 
 
 def test_an_owner_naming_another_tenant_is_refused(settings, redis_client, kube, cache, metrics):

@@ -102,12 +102,14 @@ class WorkerProcess(GenjobProcess):
 StartWorker = Callable[..., WorkerProcess]  # the tests' start_worker fixture
 
 
-def enqueue_job(queue: JobQueue, job_id: str, **fields: Any) -> GenerationJobSpec:
+def enqueue_job(
+    queue: JobQueue, job_id: str, *, meta: dict[str, Any] | None = None, **fields: Any
+) -> GenerationJobSpec:
     """Queue a tiny-model job (64x64, 2 steps unless overridden); returns its spec."""
     spec_fields: dict[str, Any] = {"tier": "free", "model": "tiny", "prompt": "a red bicycle"}
     spec_fields.update({"width": 64, "height": 64, "steps": 2, **fields})
     spec = GenerationJobSpec(**spec_fields)
-    queue.enqueue(new_job(job_id, spec))
+    queue.enqueue(new_job(job_id, spec, meta))
     return spec
 
 

@@ -175,6 +175,31 @@ def test_foreign_init_image_fails_with_invalid_spec(
     assert "example.com" in (record.message or "") and record.attempts == 1
 
 
+def test_a_result_of_another_tenant_is_refused_as_init_image(
+    loop_settings: GenjobSettings, registry: ModelRegistry
+) -> None:
+    """Attack: a tenant that learns another tenant's result URI (content-addressed: known from
+    the image itself) uses it as its initImage. A result is an init image only for jobs of the
+    tenant whose job stored it; the others fail InvalidSpec at once, without reading it."""
+    worker = InProcessWorker(loop_settings, registry)
+    enqueue_job(worker.queue, "victim", seed=3, meta={"tenant": "acme"})
+    worker.loop.claim_and_run()
+    victim = worker.queue.get("victim")
+    assert victim is not None and victim.result is not None
+    uri = victim.result["images"][0]["uri"]
+    enqueue_job(worker.queue, "thief", init_image=uri, strength=0.5, seed=3, meta={"tenant": "globex"})
+    enqueue_job(worker.queue, "untenanted", init_image=uri, strength=0.5, seed=3)
+    enqueue_job(worker.queue, "own", init_image=uri, strength=0.5, seed=3, meta={"tenant": "acme"})
+    for _ in range(3):
+        worker.loop.claim_and_run()
+    for job_id in ("thief", "untenanted"):
+        record = worker.queue.get(job_id)
+        assert record is not None and record.state == JobState.FAILED and record.reason == "InvalidSpec"
+        assert record.attempts == 1 and "another tenant" in (record.message or "")
+    own = worker.queue.get("own")
+    assert own is not None and own.state == JobState.SUCCEEDED
+
+
 class SpyGenerator:
     """Counts pipeline calls and the number of jobs in each, delegating to the real runtime."""
 

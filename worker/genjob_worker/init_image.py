@@ -1,7 +1,8 @@
 """Resolve a job's img2img `initImage` into an RGB PIL image of the job's size.
 
 Accepted forms, each refused with an `InvalidSpecError` saying why:
-- a result URI of the configured store (`file://` under its root, or `s3://bucket/prefix...`);
+- a result URI of the configured store (`file://` under its root, or `s3://bucket/prefix...`)
+  holding an image a job of the same tenant stored (result_store.result_tenant);
 - an `https://` URL starting with a prefix of `worker.init_image_url_allowlist` (the prefix
   must end at a path boundary, redirects are not followed, the body is streamed and cut
   off at `init_image_max_bytes`); its host must be, and resolve to, public addresses only
@@ -31,7 +32,7 @@ from PIL import Image
 
 from genjob.destinations import DestinationRefused, PinnedRequest, pin_to_addresses
 from genjob.errors import InvalidSpecError
-from genjob.result_store import ResultNotFoundError, ResultStore
+from genjob.result_store import ResultNotFoundError, ResultStore, result_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -200,13 +201,20 @@ def load_init_image_bytes(
     store: ResultStore,
     max_bytes: int,
     url_allowlist: Sequence[str],
+    tenant: str,
     tls_verify: ssl.SSLContext | bool = True,
     allow_private: bool = False,
 ) -> bytes:
-    """The raw bytes behind an initImage reference (see the module docstring for the rules)."""
+    """The raw bytes behind an initImage reference of a job of `tenant` (see the module
+    docstring for the rules)."""
     if ref.startswith("data:"):
         return decode_data_uri(ref, max_bytes)
     if store.owns(ref):
+        if result_tenant(store.relative_key(ref)) != tenant:  # checked before any read: no oracle
+            raise InvalidSpecError(
+                "initImage is not an image result of this tenant's jobs (another tenant's, or not "
+                "an image): use one of your own results, an allowed https URL or a data URI"
+            )
         try:
             data = store.open(ref)
         except ResultNotFoundError:
@@ -233,15 +241,18 @@ def resolve_init_image(
     url_allowlist: Sequence[str],
     width: int,
     height: int,
+    tenant: str = "",
     tls_verify: ssl.SSLContext | bool = True,
     allow_private: bool = False,
 ) -> Image.Image:
-    """The init image of a job as an RGB image of width x height."""
+    """The init image of a job of `tenant` ('' for a job without one) as an RGB image of
+    width x height."""
     data = load_init_image_bytes(
         ref,
         store=store,
         max_bytes=max_bytes,
         url_allowlist=url_allowlist,
+        tenant=tenant,
         tls_verify=tls_verify,
         allow_private=allow_private,
     )

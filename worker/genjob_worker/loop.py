@@ -254,6 +254,7 @@ class WorkerLoop:
                 on_step=guard.on_step,
                 tracker=guard.tracker,
                 resumes=[h.resume for h in active],
+                tenants=[h.tenant for h in active],
             )
 
         try:

@@ -67,6 +67,11 @@ class HeldJob:
     def id(self) -> str:
         return self.job.id
 
+    @property
+    def tenant(self) -> str:
+        """Who the job runs for (the queue meta the gateway or operator set; '' when none)."""
+        return str(self.job.meta.get("tenant") or "")
+
 
 class JobOutcomes:
     """Finishes held jobs in the queue, with metrics and the circuit breaker."""
@@ -99,7 +104,7 @@ class JobOutcomes:
     def succeeded(self, held: HeldJob, output: GenerationOutput) -> None:
         """Store the images and complete the job."""
         started = time.perf_counter()
-        images = [put_image(self.store, image) for image in output.images]
+        images = [put_image(self.store, image, held.tenant) for image in output.images]
         result = JobResult(images=images, seed=output.seed, model=held.model, downscaled=output.downscaled)
         finish = self.queue.complete(held.job, result.to_wire(), gpu_seconds=output.pipeline_seconds)
         self.breaker.record_success()

@@ -21,9 +21,10 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def put_image(store: ResultStore, image: Image.Image) -> ImageResult:
-    """Store an image as PNG (content-addressed: the same pixels give the same URI)."""
-    stored = store.put_png(encode_png(image))
+def put_image(store: ResultStore, image: Image.Image, tenant: str = "") -> ImageResult:
+    """Store an image of a job of `tenant` as PNG (content-addressed: the same pixels of one
+    tenant give the same URI)."""
+    stored = store.put_png(encode_png(image), tenant)
     return ImageResult(
         uri=stored.uri,
         sha256=stored.sha256,

@@ -38,6 +38,7 @@ class Generator(Protocol):
         on_step: StepCallback,
         tracker: StepTracker | None = None,
         resumes: Sequence[Checkpoint | None] | None = None,
+        tenants: Sequence[str] | None = None,
     ) -> list[GenerationOutput]: ...
 
 
@@ -66,9 +67,11 @@ class DiffusersGenerator:
         on_step: StepCallback,
         tracker: StepTracker | None = None,
         resumes: Sequence[Checkpoint | None] | None = None,
+        tenants: Sequence[str] | None = None,
     ) -> list[GenerationOutput]:
         config = self.registry.config(model_name)  # ModelNotFoundError when not configured
         resumes = resumes or [None] * len(specs)
+        tenants = tenants or [""] * len(specs)
         if len(specs) > 1:
             try:
                 return run_batch(
@@ -79,8 +82,10 @@ class DiffusersGenerator:
                     raise
             free_memory()
         return [
-            self._one(spec, model_name, config.memory_class, config.dtype, seed, on_step, tracker, resume)
-            for spec, seed, resume in zip(specs, seeds, resumes, strict=True)
+            self._one(
+                spec, model_name, config.memory_class, config.dtype, seed, on_step, tracker, resume, tenant
+            )
+            for spec, seed, resume, tenant in zip(specs, seeds, resumes, tenants, strict=True)
         ]
 
     def _one(
@@ -93,6 +98,7 @@ class DiffusersGenerator:
         on_step: StepCallback,
         tracker: StepTracker | None,
         resume: Checkpoint | None,
+        tenant: str,
     ) -> GenerationOutput:
         init_image = None
         if spec.init_image is not None and resume is None:  # a resumed job's image is in its latents
@@ -104,6 +110,7 @@ class DiffusersGenerator:
                 allow_private=self.worker.init_image_allow_private,
                 width=spec.width,
                 height=spec.height,
+                tenant=tenant,
             )
         return generate_with_oom_protection(
             self.registry,

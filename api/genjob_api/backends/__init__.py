@@ -8,12 +8,14 @@ see `JobBackend`, so both modes give the same API behaviour.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from genjob.jobspec import GenerationJobSpec
-from genjob.queue import EventType, JobEvent
+from genjob.jobspec import ColdStart, GenerationJobSpec
+from genjob.queue import EventType, JobEvent, JobRecord, JobState
+from genjob.timestamps import iso_ms
 from genjob_api.auth import Caller
-from genjob_api.models import Generation, GenerationPage, ImageOut, Status
+from genjob_api.models import Generation, GenerationPage, ImageOut, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhook_delivery import WebhookTarget
 
@@ -53,6 +55,10 @@ class JobBackend(Protocol):
 
     def webhook_target(self, event: JobEvent) -> WebhookTarget | None:
         """The webhook a final queue event of a job asks for, if any (the dispatcher calls it)."""
+        ...
+
+    def stream_reader(self, job_id: str, caller: Caller) -> Callable[[], Generation | None]:
+        """What an event stream of the job calls at each poll (the job, or None once gone)."""
         ...
 
 
@@ -109,3 +115,56 @@ def image_views(job_id: str, result: dict[str, Any] | None) -> tuple[list[ImageO
             )
         )
     return views, uris
+
+
+RECORD_STATUS = {
+    JobState.QUEUED: Status.QUEUED,
+    JobState.DELAYED: Status.QUEUED,
+    JobState.RUNNING: Status.RUNNING,
+    JobState.SUCCEEDED: Status.SUCCEEDED,
+    JobState.FAILED: Status.FAILED,
+    JobState.CANCELLED: Status.CANCELLED,
+}
+
+
+def record_view(
+    record: JobRecord,
+    estimator: WaitEstimator,
+    *,
+    job_id: str | None = None,
+    position: int | None = None,
+    workers: int | None = None,
+) -> Generation:
+    """A job as the API shows it, from its queue record. `job_id`: the API's id when it is not
+    the record's (cluster mode queues a job under its object's uid)."""
+    job_id = job_id or record.id
+    status = RECORD_STATUS[record.state]
+    images, uris = image_views(job_id, record.result) if status == Status.SUCCEEDED else ([], [])
+    progress = None
+    if record.progress_total:
+        progress = ProgressOut(step=record.progress_step or 0, total=record.progress_total)
+    seed = (record.result or {}).get("seed", record.spec.get("seed"))
+    view = Generation(
+        id=job_id,
+        status=status,
+        tier=record.tier,
+        model=record.spec.get("model"),
+        created_at=iso_ms(record.enqueued_at_ms),
+        started_at=iso_ms(record.started_at_ms),
+        finished_at=iso_ms(record.finished_at_ms),
+        progress=progress,
+        queue_position=position,
+        estimated_wait_seconds=estimator.estimate(position, workers or 0) if position is not None else None,
+        attempts=record.attempts,
+        reason=record.reason,
+        message=record.message,
+        seed=seed,
+        queue_seconds=record.queue_seconds,
+        cold_start=ColdStart.from_worker_start(record.cold_start) if record.cold_start else None,
+        resumed_from_step=record.resumed_from_step,
+        steps_saved=record.steps_saved,
+        images=images,
+        spec=record.spec,
+    )
+    view.set_store_uris(uris)
+    return view

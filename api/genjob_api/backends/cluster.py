@@ -2,9 +2,12 @@
 their status; the operator does admission quota, enqueueing and status updates.
 
 The object name is the job id; labels carry the tenant and the API key id, so a tenant's
-jobs are listed with a label selector. Cancelling deletes the object (the operator's
-finalizer removes the job from the queue or interrupts it); until the finalizer is done
-the object is still readable with status `cancelled` requested.
+jobs are listed with a label selector. A webhook's URL, key and tenant are recorded in Redis
+at submit (`WebhookTargets`), not taken from the object: whoever may edit GenerationJobs in a
+namespace could label one with another tenant's key and get webhooks signed with its secret.
+Cancelling deletes the object (the operator's finalizer removes the job from the queue or
+interrupts it); until the finalizer is done the object is still readable with status
+`cancelled` requested.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from pydantic import ValidationError
 
 from genjob.crd import GROUP, PLURAL, VERSION
 from genjob.jobspec import ColdStart, GenerationJobSpec, Phase
+from genjob.keys import RedisKeys
 from genjob.queue import JobEvent, JobQueue
 from genjob.settings import GenjobSettings
 from genjob_api.auth import Caller
 from genjob_api.backends import WaitEstimator, image_views
+from genjob_api.backends.cluster_stream import ClusterStream
 from genjob_api.errors import ApiError
 from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
 from genjob_api.ratelimit import RateCounter, RateDecision, RateLimitedError, RateLimiter
@@ -61,6 +66,27 @@ def load_api_client(kubeconfig: str | None = None) -> Any:
     return config.new_client_from_config(config_file=kubeconfig)
 
 
+class WebhookTargets:
+    """The webhook each gateway-created job asked for, by namespace and name, in Redis (kept as
+    long as finished job records)."""
+
+    def __init__(self, client: Any, keys: RedisKeys, retention_seconds: int) -> None:
+        self.client, self.keys, self.retention_seconds = client, keys, retention_seconds
+
+    def record(self, namespace: str, name: str, url: str, caller: Caller) -> None:
+        key = self.keys.webhook_target(namespace, name)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"url": url, "key_id": caller.key_id, "tenant": caller.tenant})
+            pipe.expire(key, self.retention_seconds)
+            pipe.execute()
+
+    def read(self, namespace: str, name: str) -> WebhookTarget | None:
+        found = self.client.hgetall(self.keys.webhook_target(namespace, name))
+        if not found:
+            return None
+        return WebhookTarget(name, found["url"], found["key_id"], found["tenant"])
+
+
 class ClusterBackend:
     def __init__(
         self,
@@ -68,7 +94,7 @@ class ClusterBackend:
         settings: GenjobSettings,
         estimator: WaitEstimator,
         limiter: RateLimiter,
-        queue: JobQueue | None = None,
+        queue: JobQueue,
     ) -> None:
         from kubernetes import client
 
@@ -79,6 +105,7 @@ class ClusterBackend:
         self.estimator = estimator
         self.limiter = limiter
         self.queue = queue
+        self.webhooks = WebhookTargets(queue.client, queue.keys, settings.queue.finished_retention_seconds)
 
     def namespace(self, tenant: str) -> str:
         return self.namespace_template.format(tenant=tenant)
@@ -115,6 +142,8 @@ class ClusterBackend:
         self, job_id: str, spec: GenerationJobSpec, caller: Caller, meta: dict[str, Any]
     ) -> Generation:
         namespace = self.namespace(caller.tenant)
+        if meta.get("webhook"):  # before the object: its final event may come at any time after
+            self.webhooks.record(namespace, job_id, str(meta["webhook"]), caller)
         try:
             obj = self.api.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, self._body(job_id, spec, caller, meta)
@@ -189,7 +218,7 @@ class ClusterBackend:
         """Queue position and estimated wait from Redis, like local mode: a queued job's place in
         its tier's list (the operator queues it by the object's uid); a pending one (not admitted
         yet) will land at the end of the list."""
-        if self.queue is None or obj is None or view.status not in (Status.PENDING, Status.QUEUED):
+        if obj is None or view.status not in (Status.PENDING, Status.QUEUED):
             return view
         place = self.queue.place_in_line(obj["metadata"]["uid"], view.tier)
         position = place.position if view.status == Status.QUEUED else place.pending
@@ -205,6 +234,13 @@ class ClusterBackend:
     def get(self, job_id: str, caller: Caller) -> Generation | None:
         obj = self._owned(job_id, caller)
         return None if obj is None else self._with_queue_position(self._view(obj), obj)
+
+    def stream_reader(self, job_id: str, caller: Caller) -> ClusterStream:
+        def read_object() -> tuple[Generation, str] | None:
+            obj = self._owned(job_id, caller)
+            return None if obj is None else (self._view(obj), str(obj["metadata"]["uid"]))
+
+        return ClusterStream(job_id, read_object, self.queue, self.estimator)
 
     def cancel(self, job_id: str, caller: Caller) -> tuple[str, Generation | None] | None:
         obj = self._owned(job_id, caller)
@@ -243,22 +279,15 @@ class ClusterBackend:
         return GenerationPage(items=items, next_cursor=reply.get("metadata", {}).get("continue") or None)
 
     def webhook_target(self, event: JobEvent) -> WebhookTarget | None:
-        """The operator's queue metadata names the object; the gateway put the URL in its annotation
-        and the key in its label. Only objects in their tenant's namespace count (a tenant's
-        namespace is where the gateway creates its jobs), so no one can borrow another's key."""
+        """The operator's queue metadata names the object; the gateway recorded its webhook (URL,
+        creating key, tenant) at submit. Objects the gateway did not create have none."""
         namespace, name = event.meta.get("namespace"), event.meta.get("name")
         if not namespace or not name:
             return None
-        obj = self._read(str(namespace), str(name))
-        if obj is None:
-            return None  # deleted (a cancelled job's object goes once the operator is done)
-        meta = obj["metadata"]
-        url = (meta.get("annotations") or {}).get(WEBHOOK_ANNOTATION)
-        labels = meta.get("labels") or {}
-        tenant, key_id = labels.get(TENANT_LABEL), labels.get(KEY_LABEL)
-        if not url or not tenant or not key_id or namespace != self.namespace(tenant):
+        target = self.webhooks.read(str(namespace), str(name))
+        if target is None or namespace != self.namespace(target.tenant):
             return None
-        return WebhookTarget(str(name), str(url), str(key_id), str(tenant))
+        return target
 
     def not_ready_reason(self) -> str | None:
         try:

@@ -8,6 +8,7 @@ indexed in `tenant_jobs(tenant)` (sorted by creation time) for listing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -15,27 +16,19 @@ import structlog
 from fastapi.concurrency import run_in_threadpool
 
 from genjob.admission import new_job
-from genjob.jobspec import ColdStart, GenerationJobSpec
+from genjob.jobspec import GenerationJobSpec
 from genjob.queue import CancelOutcome, JobEvent, JobQueue, JobRecord, JobState
 from genjob.timestamps import iso_ms
 from genjob_api.auth import Caller
-from genjob_api.backends import WaitEstimator, image_views
+from genjob_api.backends import RECORD_STATUS, WaitEstimator, record_view
 from genjob_api.backends.local_submit import SubmitScript, TenantQueueFullError
 from genjob_api.errors import ApiError
-from genjob_api.models import Generation, GenerationPage, ProgressOut, Status
+from genjob_api.models import Generation, GenerationPage, Status
 from genjob_api.ratelimit import RateCounter, RateDecision
 from genjob_api.webhook_delivery import WebhookTarget
 
 log = structlog.get_logger("genjob.api.backends")
 
-_STATUS = {
-    JobState.QUEUED: Status.QUEUED,
-    JobState.DELAYED: Status.QUEUED,
-    JobState.RUNNING: Status.RUNNING,
-    JobState.SUCCEEDED: Status.SUCCEEDED,
-    JobState.FAILED: Status.FAILED,
-    JobState.CANCELLED: Status.CANCELLED,
-}
 LIST_SCAN_LIMIT = 1000
 
 
@@ -76,7 +69,7 @@ class LocalBackend:
             wait = self.estimator.estimate(position, submitted.workers)
         view = Generation(
             id=job_id,
-            status=_STATUS[submitted.result.state],
+            status=RECORD_STATUS[submitted.result.state],
             tier=spec.tier,
             model=spec.model,
             created_at=iso_ms(submitted.now_ms),
@@ -104,38 +97,7 @@ class LocalBackend:
         return record
 
     def _view(self, record: JobRecord, position: int | None = None, workers: int | None = None) -> Generation:
-        status = _STATUS[record.state]
-        images, uris = image_views(record.id, record.result) if status == Status.SUCCEEDED else ([], [])
-        progress = None
-        if record.progress_total:
-            progress = ProgressOut(step=record.progress_step or 0, total=record.progress_total)
-        seed = (record.result or {}).get("seed", record.spec.get("seed"))
-        view = Generation(
-            id=record.id,
-            status=status,
-            tier=record.tier,
-            model=record.spec.get("model"),
-            created_at=iso_ms(record.enqueued_at_ms),
-            started_at=iso_ms(record.started_at_ms),
-            finished_at=iso_ms(record.finished_at_ms),
-            progress=progress,
-            queue_position=position,
-            estimated_wait_seconds=self.estimator.estimate(position, workers or 0)
-            if position is not None
-            else None,
-            attempts=record.attempts,
-            reason=record.reason,
-            message=record.message,
-            seed=seed,
-            queue_seconds=record.queue_seconds,
-            cold_start=ColdStart.from_worker_start(record.cold_start) if record.cold_start else None,
-            resumed_from_step=record.resumed_from_step,
-            steps_saved=record.steps_saved,
-            images=images,
-            spec=record.spec,
-        )
-        view.set_store_uris(uris)
-        return view
+        return record_view(record, self.estimator, position=position, workers=workers)
 
     def get(self, job_id: str, caller: Caller) -> Generation | None:
         record = self._record(job_id, caller)
@@ -146,6 +108,9 @@ class LocalBackend:
             place = self.queue.place_in_line(record.id, record.tier)
             position, workers = place.position, place.workers
         return self._view(record, position, workers)
+
+    def stream_reader(self, job_id: str, caller: Caller) -> Callable[[], Generation | None]:
+        return lambda: self.get(job_id, caller)
 
     def list(self, caller: Caller, status: Status | None, limit: int, cursor: str | None) -> GenerationPage:
         index = self.keys.tenant_jobs(caller.tenant)

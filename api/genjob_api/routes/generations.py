@@ -317,7 +317,7 @@ async def stream_events(
             "too_many_streams",
             f"this API key has {state.streams.per_key} event streams open already; close one first",
         )
-    events = job_events(lambda: backend.get(job_id, caller))
+    events = job_events(backend.stream_reader(job_id, caller))
     return EventSourceResponse(
         held_stream(events, state.streams, caller.key_id),
         ping=KEEPALIVE_SECONDS,

@@ -258,7 +258,7 @@ user. Arguments: ctx, user. Its password is at key `<user>-password` of the Redi
 {{- with .Values.results.s3.region }}{{ $_ := set $results "s3_region" . }}{{ end }}
 {{- with .Values.results.s3.endpointUrl }}{{ $_ := set $results "s3_endpoint_url" . }}{{ end }}
 {{- end }}
-{{- $operator := dict "namespaces" .Values.operator.namespaces "ttl_seconds_after_finished" .Values.operator.ttlSecondsAfterFinished "tenant_label" .Values.operator.tenantLabel "peering_name" (include "genjob.fullname" .) "http_port" 8080 }}
+{{- $operator := dict "namespaces" .Values.operator.namespaces "ttl_seconds_after_finished" .Values.operator.ttlSecondsAfterFinished "tenant_label" .Values.operator.tenantLabel "owner_namespaces" .Values.operator.ownerNamespaces "peering_name" (include "genjob.fullname" .) "http_port" 8080 }}
 {{- if include "genjob.push.enabled" . }}
 {{- $_ := set $operator "push_port" (int .Values.operator.pushScaler.port) }}
 {{- $_ := set $operator "push_tls_dir" "/etc/genjob/push-tls" }}
