@@ -187,71 +187,80 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_cluster_mode_queue_position_and_signed_webhook(
-    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer
-) -> None:
-    """A job's queue position comes from its tier's Redis list (the operator queues it by uid), and
-    its webhook, kept on the object, is delivered signed once the final state reached the object."""
-    from kubernetes import client as k8s
-
-    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
-    api = k8s.CustomObjectsApi(cluster.api_client())
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    """The URL of a local webhook receiver (what it receives goes to _Receiver.calls)."""
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings = GenjobSettings()
-    jobs = JobQueue(redis_server.client(), RedisKeys(gw["prefix"]), list(settings.tiers), settings.queue)
     try:
-        with _client(gw) as c:
-            body = {"prompt": "hook", "width": 64, "height": 64, "steps": 2}
-            hook = {"webhook": {"url": f"http://127.0.0.1:{port}/hook"}}
-            job = c.post("/v1/generations", json={**body, **hook}).json()
-            assert (
-                job["status"] == "pending" and job["queuePosition"] == 0 and job["estimatedWaitSeconds"] > 0
-            )
-            obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job["id"])
-            assert obj["metadata"]["annotations"]["genjob.io/webhook-url"] == hook["webhook"]["url"]
-            # Play the operator: another job ahead in the queue, then this one, by uid, marked Queued.
-            jobs.enqueue(NewJob(id=f"ahead-{uuid.uuid4().hex}", tier="pro", spec={}))
-            uid = obj["metadata"]["uid"]
-            meta = {"namespace": ns, "name": job["id"], "uid": uid, "tenant": gw["tenant"], "model": "tiny"}
-            jobs.enqueue(NewJob(id=uid, tier="pro", spec=obj["spec"], meta=meta))
-            api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, PLURAL, job["id"], {"status": {"phase": "Queued"}}
-            )
-            queued = c.get(f"/v1/generations/{job['id']}").json()
-            assert queued["status"] == "queued" and queued["queuePosition"] == 1
-            # The worker finishes it: the final event comes before the operator mirrors it.
-            claimed = jobs.claim(["pro"], "test-worker", max_jobs=2)
-            [mine] = [j for j in claimed if j.id == uid]
-            jobs.complete(mine, {"images": [], "seed": 5})
-            assert _Receiver.calls.empty()
-            api.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                ns,
-                PLURAL,
-                job["id"],
-                {
-                    "status": {
-                        "phase": "Succeeded",
-                        "reason": "Completed",
-                        "result": {"images": [], "seed": 5, "model": "tiny"},
-                    }
-                },
-            )
-            headers, payload = _Receiver.calls.get(timeout=60)
-        Webhook(WEBHOOK_SECRET.encode()).verify(payload, headers)  # raises unless signed and recent
-        delivered = json.loads(payload)
-        assert headers["webhook-id"].startswith(job["id"] + ":") and job["id"] == delivered["id"]
-        assert delivered["status"] == "succeeded"
-        assert delivered["seed"] == 5
+        yield f"http://127.0.0.1:{port}/hook"
     finally:
         server.shutdown()
 
 
+def _queue(gw: dict[str, Any], redis_server: RedisServer) -> JobQueue:
+    """The gateway's queue, as the operator and workers see it."""
+    settings = GenjobSettings()
+    return JobQueue(redis_server.client(), RedisKeys(gw["prefix"]), list(settings.tiers), settings.queue)
+
+
+def test_cluster_mode_queue_position_and_signed_webhook(
+    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer, receiver: str
+) -> None:
+    """A job's queue position comes from its tier's Redis list (the operator queues it by uid), and
+    its webhook, recorded at submit, is delivered signed once the final state reached the object."""
+    from kubernetes import client as k8s
+
+    gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    jobs = _queue(gw, redis_server)
+    with _client(gw) as c:
+        body = {"prompt": "hook", "width": 64, "height": 64, "steps": 2}
+        hook = {"webhook": {"url": receiver}}
+        job = c.post("/v1/generations", json={**body, **hook}).json()
+        assert job["status"] == "pending" and job["queuePosition"] == 0 and job["estimatedWaitSeconds"] > 0
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, job["id"])
+        assert obj["metadata"]["annotations"]["genjob.io/webhook-url"] == hook["webhook"]["url"]
+        # Play the operator: another job ahead in the queue, then this one, by uid, marked Queued.
+        jobs.enqueue(NewJob(id=f"ahead-{uuid.uuid4().hex}", tier="pro", spec={}))
+        uid = obj["metadata"]["uid"]
+        meta = {"namespace": ns, "name": job["id"], "uid": uid, "tenant": gw["tenant"], "model": "tiny"}
+        jobs.enqueue(NewJob(id=uid, tier="pro", spec=obj["spec"], meta=meta))
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURAL, job["id"], {"status": {"phase": "Queued"}}
+        )
+        queued = c.get(f"/v1/generations/{job['id']}").json()
+        assert queued["status"] == "queued" and queued["queuePosition"] == 1
+        # The worker finishes it: the final event comes before the operator mirrors it.
+        claimed = jobs.claim(["pro"], "test-worker", max_jobs=2)
+        [mine] = [j for j in claimed if j.id == uid]
+        jobs.complete(mine, {"images": [], "seed": 5})
+        assert _Receiver.calls.empty()
+        api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            ns,
+            PLURAL,
+            job["id"],
+            {
+                "status": {
+                    "phase": "Succeeded",
+                    "reason": "Completed",
+                    "result": {"images": [], "seed": 5, "model": "tiny"},
+                }
+            },
+        )
+        headers, payload = _Receiver.calls.get(timeout=60)
+    Webhook(WEBHOOK_SECRET.encode()).verify(payload, headers)  # raises unless signed and recent
+    delivered = json.loads(payload)
+    assert headers["webhook-id"].startswith(job["id"] + ":") and job["id"] == delivered["id"]
+    assert delivered["status"] == "succeeded"
+    assert delivered["seed"] == 5
+
+
 def test_a_job_labelled_with_another_tenants_key_gets_no_webhook_signed_with_its_secret(
-    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer
+    cluster: Any, cluster_gateway: dict[str, Any], redis_server: RedisServer, receiver: str
 ) -> None:
     """Attack: a user with RBAC in its tenant's namespace creates a GenerationJob itself, labelled
     with another tenant's API key id and a webhook annotation pointing at its own receiver, to
@@ -262,13 +271,8 @@ def test_a_job_labelled_with_another_tenants_key_gets_no_webhook_signed_with_its
 
     gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
     api = k8s.CustomObjectsApi(cluster.api_client())
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings = GenjobSettings()
-    keys = RedisKeys(gw["prefix"])
-    jobs = JobQueue(redis_server.client(), keys, list(settings.tiers), settings.queue)
-    url = f"http://127.0.0.1:{port}/hook"
+    jobs = _queue(gw, redis_server)
+    url = receiver
     done = {"phase": "Succeeded", "reason": "Completed", "result": {"images": [], "seed": 5, "model": "tiny"}}
 
     def run_as_operator(name: str) -> None:
@@ -280,38 +284,35 @@ def test_a_job_labelled_with_another_tenants_key_gets_no_webhook_signed_with_its
         api.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name, {"status": done})
         jobs.complete(mine, {"images": [], "seed": 5})
 
-    try:
-        forged = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "GenerationJob",
-            "metadata": {
-                "name": f"forged-{uuid.uuid4().hex[:8]}",
-                "labels": {"genjob.io/tenant": gw["tenant"], "genjob.io/api-key": "other"},
-                "annotations": {"genjob.io/webhook-url": url},
-            },
-            "spec": {"tier": "pro", "prompt": "forged", "width": 64, "height": 64, "steps": 2},
-        }
-        api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, forged)
-        run_as_operator(forged["metadata"]["name"])
-        with _client(gw) as c:
-            body = {"prompt": "own", "width": 64, "height": 64, "steps": 2, "webhook": {"url": url}}
-            own = c.post("/v1/generations", json=body).json()
-        run_as_operator(own["id"])
-        headers, payload = _Receiver.calls.get(timeout=60)
-        assert json.loads(payload)["id"] == own["id"]
-        Webhook(WEBHOOK_SECRET.encode()).verify(payload, headers)
+    forged = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "GenerationJob",
+        "metadata": {
+            "name": f"forged-{uuid.uuid4().hex[:8]}",
+            "labels": {"genjob.io/tenant": gw["tenant"], "genjob.io/api-key": "other"},
+            "annotations": {"genjob.io/webhook-url": url},
+        },
+        "spec": {"tier": "pro", "prompt": "forged", "width": 64, "height": 64, "steps": 2},
+    }
+    api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, forged)
+    run_as_operator(forged["metadata"]["name"])
+    with _client(gw) as c:
+        body = {"prompt": "own", "width": 64, "height": 64, "steps": 2, "webhook": {"url": url}}
+        own = c.post("/v1/generations", json=body).json()
+    run_as_operator(own["id"])
+    headers, payload = _Receiver.calls.get(timeout=60)
+    assert json.loads(payload)["id"] == own["id"]
+    Webhook(WEBHOOK_SECRET.encode()).verify(payload, headers)
 
-        def settled() -> bool:  # both final events read and acknowledged by the dispatcher
-            groups = redis_server.client().xinfo_groups(keys.final_events)
-            return bool(groups) and groups[0]["pending"] == 0 and groups[0]["entries-read"] >= 2
+    def settled() -> bool:  # both final events read and acknowledged by the dispatcher
+        groups = redis_server.client().xinfo_groups(jobs.keys.final_events)
+        return bool(groups) and groups[0]["pending"] == 0 and groups[0]["entries-read"] >= 2
 
-        deadline = time.monotonic() + 60
-        while not settled():
-            assert time.monotonic() < deadline, "the dispatcher never acknowledged both final events"
-            time.sleep(0.2)
-        assert _Receiver.calls.empty(), "the forged job got a webhook"
-    finally:
-        server.shutdown()
+    deadline = time.monotonic() + 60
+    while not settled():
+        assert time.monotonic() < deadline, "the dispatcher never acknowledged both final events"
+        time.sleep(0.2)
+    assert _Receiver.calls.empty(), "the forged job got a webhook"
 
 
 def _generationjob_gets(cluster: Any) -> float:
@@ -338,8 +339,7 @@ def test_cluster_mode_event_stream_follows_the_queue_not_the_api_server(
 
     gw, ns = cluster_gateway, f"genjob-{cluster_gateway['tenant']}"
     api = k8s.CustomObjectsApi(cluster.api_client())
-    settings = GenjobSettings()
-    jobs = JobQueue(redis_server.client(), RedisKeys(gw["prefix"]), list(settings.tiers), settings.queue)
+    jobs = _queue(gw, redis_server)
     with _client(gw) as c:
         job = c.post(
             "/v1/generations", json={"prompt": "stream", "width": 64, "height": 64, "steps": 4}
