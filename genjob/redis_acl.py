@@ -43,8 +43,9 @@ SCRIPTING = ("evalsha", "eval", "script|load", "script|exists", "multi", "exec",
 # Every command the queue's Lua scripts call (genjob/queue/lua/*.lua).
 QUEUE_SCRIPTS = (
     "del", "exists", "expire", "hdel", "hget", "hincrby", "hincrbyfloat", "hmget", "hset", "incr",
-    "lindex", "llen", "lpop", "lpos", "lpush", "lrem", "ltrim", "persist", "rpush", "sadd", "time",
-    "xadd", "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrank", "zrem",
+    "lindex", "llen", "lpop", "lpos", "lpush", "lrem", "ltrim", "persist", "rpush", "sadd", "scard",
+    "smembers", "srem", "time", "xadd", "zadd", "zcard", "zcount", "zrange", "zrangebyscore", "zrank",
+    "zrem",
 )  # fmt: skip
 # What JobQueue calls directly (get, get_many, stats, unfinished_ids, dead_letters, the
 # orphaned-checkpoint set), and the idle worker's wait on its wake lists.
@@ -58,8 +59,6 @@ GATEWAY_OWN = (
     "get", "set", "zrevrange", "zrevrank", "sadd", "srem", "scard", "smembers", "zremrangebyscore",
     "wait",
 )  # fmt: skip
-# The operator's own: counting the per-tenant admitted-job sets (genjob/queue/lua/unfinished.lua).
-OPERATOR_OWN = ("smembers", "scard")
 # KEDA's redis and redis-sentinel scalers: PING when they start, then TYPE and the length.
 SCALER = (*CONNECTION, "type", "llen", "zcard")
 
@@ -92,9 +91,7 @@ def acl_users(keys: RedisKeys) -> dict[str, AclUser]:
         "gateway": AclUser(
             "gateway", common + EVENT_GROUPS + GATEWAY_OWN, tuple(queue + keys.gateway_patterns())
         ),
-        "operator": AclUser(
-            "operator", common + EVENT_GROUPS + OPERATOR_OWN, tuple(queue + keys.operator_patterns())
-        ),
+        "operator": AclUser("operator", common + EVENT_GROUPS, tuple(queue + keys.operator_patterns())),
         "worker": AclUser("worker", common, tuple(queue)),
         "keda": AclUser("keda", SCALER, tuple(keys.scaler_patterns()), read_only=True),
     }

@@ -143,7 +143,7 @@ def every_key_name(keys: RedisKeys) -> dict[str, str]:
 
 def test_every_key_is_covered_by_a_users_pattern() -> None:
     """A key added to genjob/keys.py without a pattern would be refused to every component."""
-    patterns = KEYS.queue_patterns() + KEYS.gateway_patterns()
+    patterns = KEYS.queue_patterns() + KEYS.gateway_patterns() + KEYS.operator_patterns()
     names = every_key_name(KEYS)
     assert len(names) > 15
     assert {a: n for a, n in names.items() if not any(fnmatch.fnmatchcase(n, p) for p in patterns)} == {}
