@@ -25,6 +25,8 @@ from genjob.queue import JobQueue, NewJob
 from genjob.settings import GenjobSettings
 from tests.support.processes import GenjobProcess
 
+from .conftest import wait_for
+
 pytestmark = pytest.mark.cluster
 
 WEBHOOK_SECRET = "whsec-cluster-0123456789abcdef"
@@ -308,10 +310,7 @@ def test_a_job_labelled_with_another_tenants_key_gets_no_webhook_signed_with_its
         groups = redis_server.client().xinfo_groups(jobs.keys.final_events)
         return bool(groups) and groups[0]["pending"] == 0 and groups[0]["entries-read"] >= 2
 
-    deadline = time.monotonic() + 60
-    while not settled():
-        assert time.monotonic() < deadline, "the dispatcher never acknowledged both final events"
-        time.sleep(0.2)
+    wait_for("the dispatcher to acknowledge both final events", settled, 60, 0.2)
     assert _Receiver.calls.empty(), "the forged job got a webhook"
 
 
