@@ -87,10 +87,15 @@ def _no_nodes_in(release: Release, nodepool: str) -> None:
     )
 
 
-def _pool_at_zero(release: Release, tier: str) -> None:
+def _pool_at_zero(release: Release, tier: str, nodepool: str = "genjob-gpu-spot") -> None:
+    """The tier's pool at zero and its NodePool without nodes: every scenario starts from a cold
+    pool whose nodes are launched from the NodePool as it is now (a node launched while the drift
+    scenario had changed the template is drifted once it is restored, and Karpenter would drain
+    the next scenario's workers from it)."""
     wait_for(
         f"{tier} pool at zero", lambda: release.replicas(tier) == 0 and not release.worker_pods(tier), 300
     )
+    _no_nodes_in(release, nodepool)
 
 
 def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(release: Release) -> None:
@@ -99,8 +104,7 @@ def test_consolidation_waits_for_a_busy_worker_and_takes_its_node_once_idle(rele
     again a cheaper node would do, yet Karpenter leaves the node alone while the job runs
     (DisruptionBlocked) and takes it once the worker is idle."""
     tier, nodepool = "pro", "genjob-gpu-spot"
-    _pool_at_zero(release, tier)
-    _no_nodes_in(release, nodepool)
+    _pool_at_zero(release, tier, nodepool)
     history_start = len(release.runner.history)
     requirements = release.custom.get_cluster_custom_object("karpenter.sh", "v1", "nodepools", nodepool)[
         "spec"
@@ -159,7 +163,7 @@ def test_drift_drains_a_busy_worker_gracefully_and_loses_nothing(release: Releas
     (2 m, 120 s). The worker drains: it finishes the job or checkpoints and requeues it
     (Preempted, not counted), and the job completes once."""
     tier, nodepool = "pro", "genjob-gpu-spot"
-    _pool_at_zero(release, tier)
+    _pool_at_zero(release, tier, nodepool)
     history_start = len(release.runner.history)
     names = release.submit(tier, 1, **LONGER)
     (pod,) = _running_on(release, tier, names, 1).values()
