@@ -13,9 +13,9 @@ chart-crds: ## fetch the pinned KEDA, Karpenter and Prometheus Operator CRDs (go
 chart-promql: ## build promql-check (Prometheus v3.5.0's PromQL parser, hack/crds/promql; cached)
 	bash hack/crds/promql-check.sh
 
-chart-manifests: ## regenerate manifests/genjob.yaml from the chart (helm template of the defaults)
-	$(CHART_HELM) template genjob charts/genjob --namespace genjob --skip-tests \
-	  -f manifests/values-plain.yaml > manifests/genjob.yaml
+chart-manifests: ## regenerate manifests/genjob.yaml from the chart (helm template of the defaults, ordered for kubectl)
+	$(CHART_PYTHON) hack/plain_manifests.py $(CHART_HELM) > manifests/genjob.yaml.tmp
+	mv manifests/genjob.yaml.tmp manifests/genjob.yaml
 	@echo "manifests/genjob.yaml regenerated"
 
 chart-lint: ## helm lint the chart with its defaults and every ci/*-values.yaml

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,12 @@ MANIFESTS_DIR = REPO_ROOT / "manifests"
 KARPENTER_DIR = REPO_ROOT / "karpenter"
 FETCH_CRDS = REPO_ROOT / "hack" / "crds" / "fetch-crds.sh"
 PROMQL_CHECK = REPO_ROOT / "hack" / "crds" / "promql-check.sh"
-# The plain manifests are `helm template` of the defaults with these arguments (manifests/README.md).
 RELEASE = "genjob"
 NAMESPACE = "genjob"
 PLAIN_VALUES = MANIFESTS_DIR / "values-plain.yaml"
 PLAIN_RENDERED = MANIFESTS_DIR / "genjob.yaml"
+# Writes PLAIN_RENDERED (`make chart-manifests`): helm template of PLAIN_VALUES, ordered for kubectl.
+PLAIN_SCRIPT = REPO_ROOT / "hack" / "plain_manifests.py"
 
 
 class ToolMissing(RuntimeError):
@@ -107,6 +109,13 @@ def render(
     for s in sets:
         args += ["--set", s]
     return helm(*args, *extra).stdout
+
+
+def render_plain() -> str:
+    """What `make chart-manifests` writes to manifests/genjob.yaml."""
+    return subprocess.run(
+        [sys.executable, str(PLAIN_SCRIPT), str(helm_binary())], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def render_error(values: Iterable[Path] = (), sets: Iterable[str] = ()) -> str:

@@ -6,8 +6,9 @@ import difflib
 
 
 def test_rendered_default_install_equals_helm_template(chartlib) -> None:
-    """manifests/genjob.yaml is exactly `make chart-manifests` (helm template of the defaults)."""
-    expected = chartlib.render([chartlib.PLAIN_VALUES], extra=["--skip-tests"])
+    """manifests/genjob.yaml is exactly `make chart-manifests` (helm template of the defaults,
+    ordered for kubectl)."""
+    expected = chartlib.render_plain()
     actual = chartlib.PLAIN_RENDERED.read_text()
     if actual != expected:
         diff = "".join(
@@ -45,3 +46,14 @@ def test_crd_copies_are_identical() -> None:
         assert (root / "charts/genjob/crds" / name).read_bytes() == (
             root / "manifests/crds" / name
         ).read_bytes()
+
+
+def test_plain_install_applies_trigger_authentications_before_the_scaled_objects(chartlib) -> None:
+    """`kubectl apply -f` creates objects in file order, and KEDA builds a scaler whose
+    TriggerAuthentication does not exist yet without its credentials (the push scaler then
+    dials the operator without TLS until the ScaledObject changes)."""
+    kinds = [d["kind"] for d in chartlib.objects(chartlib.PLAIN_RENDERED.read_text())]
+    assert "TriggerAuthentication" in kinds and "ScaledObject" in kinds
+    last_auth = max(i for i, kind in enumerate(kinds) if kind == "TriggerAuthentication")
+    first_scaled = kinds.index("ScaledObject")
+    assert last_auth < first_scaled, "a TriggerAuthentication comes after a ScaledObject"
