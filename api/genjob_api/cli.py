@@ -201,6 +201,9 @@ def _up(args: argparse.Namespace, settings: GenjobSettings) -> int:
         stopping = True
         raise KeyboardInterrupt
 
+    # SIGINT too, explicitly: a shell starts background jobs with SIGINT ignored, and Python then
+    # keeps it ignored (`genjob up &` in a script, CI runners), so Ctrl-C or kill -INT did nothing.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
@@ -236,6 +239,7 @@ def _demo(args: argparse.Namespace, settings: GenjobSettings) -> int:
         died.append(f"{child.name} exited with {child.process.returncode}{stack.tail(child)}")
         os.kill(os.getpid(), signal.SIGINT)
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it (see _up)
     try:
         stack.start()
         stack.watch(on_exit)

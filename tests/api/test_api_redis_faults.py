@@ -143,7 +143,7 @@ def test_a_submit_is_answered_202_only_once_a_replica_has_it(gateway: Gateway, t
     primary = RedisServer(tmp_path / "primary").start()
     replica = RedisServer(tmp_path / "replica", replica_of=primary.port).start()
     try:
-        api = gateway(primary.url, wait_replicas=1, wait_timeout_ms=300)
+        api = gateway(primary.url, wait_replicas=1, wait_timeout_ms=2000)  # a loaded machine
         accepted = api.post("/v1/generations", json=BODY, headers=HEADERS)
         assert accepted.status_code == 202, accepted.text
         assert job_keys(replica.client()) == [RedisKeys().job(accepted.json()["id"])]

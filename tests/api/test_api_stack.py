@@ -44,6 +44,12 @@ def _fresh_env(redis_port: int) -> dict[str, str]:
     return env
 
 
+def _ignoring_sigint() -> None:
+    """How a non-interactive shell starts a background job (`genjob up &` in a script, CI
+    runners): SIGINT ignored, which Python keeps. genjob must still stop on it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _start_up(folder: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     """`genjob up` in `folder`; its output goes to the returned log file."""
     log = folder / "up.log"
@@ -55,6 +61,7 @@ def _start_up(folder: Path, port: int, env: dict[str, str]) -> tuple[subprocess.
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, like a shell's foreground job
+            preexec_fn=_ignoring_sigint,
         )
     return up, log
 
@@ -111,6 +118,7 @@ def test_demo_fails_fast_and_clearly_when_the_worker_dies(tmp_path: Path) -> Non
         [sys.executable, "-m", "genjob.cli", "demo", "a fox", "-o", "fox.png", "--width", "64"],
         cwd=tmp_path,
         env=env,
+        preexec_fn=_ignoring_sigint,  # the demo interrupts its own wait with SIGINT
         capture_output=True,
         text=True,
         timeout=240,
