@@ -26,8 +26,10 @@ from .conftest import NAMESPACE, Release, wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.autoscaling]
 
 BUSY = "karpenter.sh/do-not-disrupt"
-# ~20-60 s of CPU on this machine: long enough to act on a worker mid-job.
-LONG = {"width": 384, "height": 384, "steps": 40}
+# ~55 s alone on this machine, minutes under load: outlasts the gap between two workers of a
+# burst becoming ready, so each takes one job (at 384x384, 40 steps, 7 s alone, the first worker
+# ran both jobs before the second was ready and scenario d never saw two busy workers).
+LONG = {"width": 768, "height": 768, "steps": 75}
 # ~1.5 minutes: outlasts Karpenter's drift detection.
 LONGER = {"width": 512, "height": 512, "steps": 75}
 # Several minutes: outlasts consolidateAfter (2 m), and the workers' drain window (115 s) plus a
@@ -207,7 +209,7 @@ def test_spot_reclaims_with_and_without_notice_lose_no_job_and_run_none_twice(re
     release.kubectl("patch", "node", sudden_node, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
     release.kubectl("delete", "node", sudden_node, "--wait=false")
 
-    release.wait_succeeded(names, timeout=480)
+    release.wait_succeeded(names, timeout=720)
     events = release.runner.history[history_start:]
     noticed = [e["event"] for e in events if e["pod"] == f"{NAMESPACE}/{noticed_pod.metadata.name}"]
     sudden = [e["event"] for e in events if e["pod"] == f"{NAMESPACE}/{sudden_pod.metadata.name}"]
