@@ -208,3 +208,32 @@ def test_success_resets_the_failure_count(loop_settings: GenjobSettings, registr
     enqueue_job(worker.queue, "ok")
     worker.loop.claim_and_run()
     assert worker.breaker.consecutive_failures == 0
+
+
+def test_the_pod_is_marked_idle_before_the_worker_waits_for_work(
+    loop_settings: GenjobSettings, registry: ModelRegistry
+) -> None:
+    """A pod still marked busy after its last job is one a scale-in must not pick, yet it is
+    idle: the mark goes the moment a claim finds nothing, not after the blocking wait (the
+    autoscaling burst saw the ReplicaSet stop a worker 0.7 s after its last job, still marked)."""
+    calls: list[tuple[str, Any]] = []
+
+    class RecordingMarker:
+        def set_busy(self, busy: bool) -> None:
+            calls.append(("busy", busy))
+
+    worker = InProcessWorker(loop_settings, registry, pod_marker=RecordingMarker())
+    claim = worker.queue.claim
+
+    def recording_claim(*args: Any, **kwargs: Any) -> Any:
+        calls.append(("claim", kwargs.get("block_seconds", 0.0)))
+        return claim(*args, **kwargs)
+
+    worker.queue.claim = recording_claim  # type: ignore[method-assign]
+    enqueue_job(worker.queue, "last", max_attempts=1)
+    assert worker.loop.claim_and_run() == 1
+    assert ("busy", True) in calls
+    del calls[:]
+    assert worker.loop.claim_and_run() == 0
+    first_wait = next(i for i, (what, value) in enumerate(calls) if what == "claim" and value > 0)
+    assert ("busy", False) in calls[:first_wait], calls

@@ -129,16 +129,24 @@ class WorkerLoop:
 
     def claim_and_run(self) -> int:
         """One claim (blocking while idle) and the run of what it returned; the number of jobs."""
-        jobs = self.queue.claim(
-            self.tiers,
-            self.worker,
-            max_jobs=self.settings.batch_size,
-            block_seconds=self.settings.idle_block_seconds,
-            cold=self.start,
-        )
+
+        def claim(block_seconds: float) -> list[ClaimedJob]:
+            return self.queue.claim(
+                self.tiers,
+                self.worker,
+                max_jobs=self.settings.batch_size,
+                block_seconds=block_seconds,
+                cold=self.start,
+            )
+
+        jobs = claim(0.0)
         if not jobs:
+            # Idle the moment nothing waits, not after the blocking wait: a scale-in spares pods
+            # marked busy and takes idle ones, so a stale mark misleads it.
             self.pod_marker.set_busy(False)
-            return 0
+            jobs = claim(self.settings.idle_block_seconds)
+            if not jobs:
+                return 0
         cold = "true" if self.start is not None else "false"
         self.start = None
         for job in jobs:
