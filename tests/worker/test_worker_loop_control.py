@@ -229,7 +229,7 @@ def test_the_pod_is_marked_idle_before_the_worker_waits_for_work(
         calls.append(("claim", kwargs.get("block_seconds", 0.0)))
         return claim(*args, **kwargs)
 
-    worker.queue.claim = recording_claim  # type: ignore[method-assign]
+    worker.queue.claim = recording_claim
     enqueue_job(worker.queue, "last", max_attempts=1)
     assert worker.loop.claim_and_run() == 1
     assert ("busy", True) in calls
